@@ -1,0 +1,71 @@
+"""Checkpoints: atomic to write, safe to load (`weights_only=True`), self-describing.
+
+A checkpoint carries the model spec (architecture, widths, input size, classes)
+and, for a retrained subnet, its channel config, so later commands need
+nothing else to rebuild the network.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .nn.config import ChannelConfig
+from .nn.supernet import ModelSpec, Supernet
+
+FORMAT = "autoslim-hw/checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Write `payload` with format tags to `path` atomically (temp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train one with `autoslim-hw train --out runs/NAME`")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable autoslim-hw checkpoint ({reason[:160]})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an autoslim-hw checkpoint (a plain state_dict or another tool's file); "
+                              "pass the supernet.pt written by `autoslim-hw train`")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, this autoslim-hw reads {VERSION}")
+    return data
+
+
+def model_from_checkpoint(data: dict) -> tuple[Supernet, ChannelConfig | None, nn.Module]:
+    """(supernet, config, runnable model). For a supernet checkpoint the runnable model is the
+    supernet; for a retrained subnet it is the materialized plain network with its weights."""
+    from .export import materialize
+    from .models import build_from_spec
+
+    spec = ModelSpec.from_dict(data["spec"])
+    supernet = build_from_spec(spec)
+    config = None
+    if data.get("config") is not None:
+        config = ChannelConfig.from_dict(data["config"], supernet.space, strict=False)
+    if data.get("kind") == "subnet":
+        model = materialize(supernet, config)
+        model.load_state_dict(data["model"])
+        return supernet, config, model
+    supernet.load_state_dict(data["model"])
+    return supernet, config, supernet

@@ -1,0 +1,169 @@
+"""MACs, parameters and memory of a supernet config, analytically.
+
+Conventions (the AutoSlim paper's, and the published MobileNet/ResNet counts):
+- MACs: conv `Cin * Cout * k * k * Ho * Wo / groups`, linear `in * out`; BatchNorm,
+  activations, adds and pooling are free.
+- params: every parameter element the config uses (BN scale and shift included).
+- memory: "a summary of all feature maps and weights", in elements: params plus
+  every tensor a deployed graph allocates (input, conv/linear outputs, adds, cats,
+  pools); BN and activations fold into the conv before them and allocate nothing.
+- peak_activation_bytes: float32 bytes of the tensors alive at once under a simple
+  liveness model (a tensor lives from its producer to its last consumer).
+
+Spatial sizes do not depend on widths, so one shape pass per input size serves
+every config; counting a config is then arithmetic over the layer table.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .nn.config import ChannelConfig, slot_widths
+from .nn.layers import SLIMMABLE_TYPES
+from .nn.supernet import Supernet
+
+BYTES_PER_ELEMENT = 4  # float32
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    kind: str
+    cin: int
+    cout: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    groups: int
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    macs: int
+    params: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    macs: int
+    params: int
+    memory: int  # elements: params + feature maps
+    feature_elements: int
+    peak_activation_bytes: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _hw(shape: tuple[int, ...]) -> tuple[int, int]:
+    return (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
+
+
+def layer_costs(supernet: Supernet, config: ChannelConfig | None = None, input_size=None) -> list[LayerCost]:
+    config = supernet.config if config is None else config
+    widths = supernet.space.widths(config)
+    geometry = supernet.layer_geometry(input_size)
+    costs = []
+    for slot in supernet.space.layers.values():
+        module = supernet.net.get_submodule(slot.name)
+        cin, cout = slot_widths(slot, widths)
+        in_shape, out_shape = geometry[slot.name]
+        out_hw = _hw(out_shape)
+        if slot.kind in ("conv", "dwconv"):
+            kh, kw = module.kernel_size
+            groups = cin if slot.kind == "dwconv" else 1
+            macs = cin // groups * cout * kh * kw * out_hw[0] * out_hw[1]
+            params = cout * (cin // groups) * kh * kw + (cout if module.bias is not None else 0)
+            kernel, stride = (kh, kw), tuple(module.stride)
+        elif slot.kind == "linear":
+            groups, kernel, stride = 1, (1, 1), (1, 1)
+            macs = cin * cout
+            params = cin * cout + (cout if module.bias is not None else 0)
+        else:  # bn: free at inference, two parameters per channel
+            groups, kernel, stride = 1, (1, 1), (1, 1)
+            macs, params = 0, (2 * cin if module.affine else 0)
+        costs.append(LayerCost(slot.name, slot.kind, cin, cout, kernel, stride, groups,
+                               _hw(in_shape), out_hw, macs, params))
+    return costs
+
+
+def _fixed_params(supernet: Supernet) -> int:
+    """Parameters outside slimmable layers (they do not change with the config)."""
+    total = 0
+    for module in supernet.net.modules():
+        if isinstance(module, SLIMMABLE_TYPES):
+            continue
+        total += sum(p.numel() for p in module.parameters(recurse=False))
+    return total
+
+
+def _node_elements(supernet: Supernet, widths: dict[str, int], input_size) -> dict[str, int]:
+    geometry = supernet.layer_geometry(input_size)
+    out = {}
+    for node in supernet.nodes:
+        shape = geometry[node.name][1]
+        spatial = 1
+        for s in shape[2:]:
+            spatial *= s
+        out[node.name] = spatial * sum(widths[u] * f for u, _, f in node.layout)
+    return out
+
+
+def _peak_live(supernet: Supernet, elements: dict[str, int]) -> int:
+    nodes = supernet.nodes
+    storage: dict[str, str] = {}
+    for node in nodes:  # views and fused ops share their input's storage
+        storage[node.name] = node.name if node.allocates or not node.inputs else storage[node.inputs[0]]
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        last_use[storage[node.name]] = max(last_use.get(storage[node.name], i), i)
+        for inp in node.inputs:
+            last_use[storage[inp]] = i
+    last_use[storage[nodes[-1].name]] = len(nodes)  # the output outlives the graph
+    live = peak = 0
+    for i, node in enumerate(nodes):
+        if storage[node.name] == node.name:
+            live += elements[node.name]
+            peak = max(peak, live)
+        for name, last in last_use.items():
+            if last == i:
+                live -= elements[name]
+    return peak * BYTES_PER_ELEMENT
+
+
+def count(supernet: Supernet, config: ChannelConfig | None = None, input_size=None) -> Counts:
+    """Counts of `supernet` at `config` (default: its active config), batch 1."""
+    config = supernet.config if config is None else supernet.space.validate(config, strict=False)
+    widths = supernet.space.widths(config)
+    costs = layer_costs(supernet, config, input_size)
+    macs = sum(c.macs for c in costs)
+    params = sum(c.params for c in costs) + _fixed_params(supernet)
+    elements = _node_elements(supernet, widths, input_size)
+    allocated = {n.name for n in supernet.nodes if n.allocates or not n.inputs}
+    features = sum(v for k, v in elements.items() if k in allocated)
+    return Counts(macs, params, params + features, features, _peak_live(supernet, elements))
+
+
+def count_plain(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(MACs, params) of an ordinary model by running it with hooks: an independent
+    check on `count`, and the way to count an exported subnet."""
+    macs = 0
+
+    def hook(module, inputs, output):
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs += (module.in_channels // module.groups) * module.out_channels * kh * kw * output.shape[2] * output.shape[3]
+        elif isinstance(module, nn.Linear):
+            macs += module.in_features * module.out_features * (output.numel() // output.shape[-1])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return macs, sum(p.numel() for p in model.parameters())

@@ -1,0 +1,104 @@
+"""The backend interface every runtime implements (nn-Meter's shape: a registry of
+backends by name, imported only when used), and the latency result type."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds: median over all timed runs of all rounds, and its spread."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    warmup: int = 10
+    runs: int = 20  # timed runs per round
+    rounds: int = 3  # rounds are interleaved across models by callers that compare
+
+
+def summarize(times_s: list[float]) -> Latency:
+    ms = sorted(t * 1e3 for t in times_s)
+    q = statistics.quantiles(ms, n=10) if len(ms) >= 2 else [ms[0]] * 9
+    return Latency(statistics.median(ms), q[0], q[-1], len(ms))
+
+
+def time_runs(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+@contextlib.contextmanager
+def pinned_to_core(core: int | None) -> Iterator[None]:
+    """Pin this process to one core while measuring; restore the old affinity after."""
+    if core is None or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    if core not in old:
+        raise UserError(f"core {core} is not available to this process (allowed: {sorted(old)})")
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+class Backend:
+    """A runtime: turn a plain PyTorch model into its file, and time that file."""
+
+    name: str = ""
+    suffix: str = ""
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def convert(self, model, input_shape: tuple[int, ...], path: str | os.PathLike) -> str:
+        raise NotImplementedError
+
+    def load(self, path: str | os.PathLike, threads: int = 1):
+        """A callable running one inference on a fixed random input."""
+        raise NotImplementedError
+
+    def measure(self, path: str | os.PathLike, settings: MeasureSettings = MeasureSettings(),
+                threads: int = 1) -> Latency:
+        run = self.load(path, threads)
+        times = []
+        for _ in range(settings.rounds):
+            times += time_runs(run, settings.warmup, settings.runs)
+        return summarize(times)
+
+
+# module and class names as strings: a runtime is imported only when asked for
+_BACKENDS = {
+    "onnxruntime": ("autoslim_hw.profilers.onnxruntime_backend", "OnnxRuntimeBackend"),
+}
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _BACKENDS:
+        raise UserError(f"unknown runtime {name!r}; available: {', '.join(sorted(_BACKENDS))}")
+    module, cls = _BACKENDS[name]
+    return getattr(importlib.import_module(module), cls)()

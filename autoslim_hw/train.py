@@ -1,0 +1,471 @@
+"""Supernet training with the sandwich rule and inplace distillation (AutoSlim,
+after Yu & Huang's universally slimmable networks), and plain retraining.
+
+Each step of supernet training:
+- the largest config learns from the labels;
+- the smallest and `num_random` random nonuniform configs learn from the largest
+  one's (detached) soft predictions;
+- gradients of all of them accumulate, then one optimizer step.
+
+Under `torchrun` every rank holds the same weights but samples its random
+configs with its own seed, so one step sees world_size x num_random configs.
+BN statistics are shared across widths, hence `recalibrate_bn` before any
+config is evaluated.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import UserError
+from .nn.config import ChannelConfig
+from .nn.supernet import ModelSpec, Supernet
+
+log = logging.getLogger("autoslim_hw.train")
+
+
+@dataclass
+class TrainSettings:
+    data: str = "digits"
+    data_dir: str | None = None
+    model: str = "mobilenet_v2_cifar"
+    width_max: float = 1.5
+    groups: int = 10
+    input_size: int | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 4e-5
+    schedule: str = "cosine"  # cosine | linear
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    num_random: int = 2
+    distill: bool = True
+    seed: int = 0
+    save_every: int = 0  # steps; 0 = once per epoch
+    limit: int | None = None
+    search_size: float = 0.1
+    eval_batches: int = 20  # BN recalibration batches
+    arch: str | None = None  # channel config JSON: retrain that subnet from scratch, no sandwich
+    workers: int = 0
+    amp: bool = True  # CUDA only
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- distributed ------------------------------------------------------------------------
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group when launched by torchrun (RANK/WORLD_SIZE in the env)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    if not torch.cuda.is_available():  # share the cores between the ranks
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+    return info
+
+
+def _device(info: DistInfo) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+# --- BN recalibration and evaluation -----------------------------------------------------
+
+def _batchnorms(model: nn.Module):
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, config: ChannelConfig | None, loader, batches: int,
+                   device: torch.device | str = "cpu") -> None:
+    """Reset BN running statistics and re-estimate them for `config` with a cumulative
+    average over `batches` training batches (no augmentation), then leave eval mode."""
+    if config is not None:
+        model.set_config(config)
+    bns = _batchnorms(model)
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: every batch weighs the same
+    model.train()
+    try:
+        for i, (x, _) in enumerate(loader):
+            if i >= batches:
+                break
+            model(x.to(device, non_blocking=True))
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+        model.eval()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", topk=(1, 5)) -> dict[str, float]:
+    """Top-k accuracy (percent) and mean loss over `loader`, in eval mode."""
+    model.eval()
+    correct = {k: 0 for k in topk}
+    total, loss = 0, 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(max(topk), dim=1).indices
+        for k in topk:
+            correct[k] += (top[:, :k] == y[:, None]).any(dim=1).sum().item()
+        total += y.numel()
+    out = {f"top{k}": 100.0 * correct[k] / max(total, 1) for k in topk}
+    out["loss"] = loss / max(total, 1)
+    return out
+
+
+def evaluate_config(supernet: Supernet, config: ChannelConfig, calib_loader, val_loader, batches: int,
+                    device="cpu") -> dict[str, float]:
+    recalibrate_bn(supernet, config, calib_loader, batches, device)
+    topk = (1, 5) if supernet.spec.num_classes > 5 else (1,)
+    return evaluate(supernet, val_loader, device, topk)
+
+
+# --- optimization ------------------------------------------------------------------------
+
+def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.SGD:
+    """SGD with momentum; no weight decay on BN parameters and biases (1-D tensors)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() <= 1 else decay).append(p)
+    return torch.optim.SGD([{"params": decay, "weight_decay": s.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=s.lr, momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0)
+
+
+def learning_rate(s: TrainSettings, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then cosine or linear decay to zero: a pure function of the step,
+    so resuming needs no scheduler state."""
+    warmup = int(s.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return s.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if s.schedule == "linear":
+        return s.lr * (1.0 - progress)
+    return 0.5 * s.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets: the inplace-distillation loss."""
+    return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def sandwich_configs(space, rng: random.Random, num_random: int) -> list[ChannelConfig]:
+    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(num_random)]
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+class _Run:
+    """State of one training run: model, data, optimizer, progress, files."""
+
+    def __init__(self, s: TrainSettings, out: Path, resume: bool, info: DistInfo, progress: bool):
+        from .data import dataset_info, load_splits, make_loader
+        from .models import create_model
+
+        self.s, self.out, self.info, self.progress = s, out, info, progress
+        self.device = _device(info)
+        self.checkpoint_path = out / "supernet.pt"
+        ckpt = None
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise UserError(f"--resume: no checkpoint at {self.checkpoint_path}; start without --resume")
+            ckpt = load_checkpoint(self.checkpoint_path)
+            saved = TrainSettings(**ckpt["settings"])
+            if (saved.model, saved.data, saved.arch) != (s.model, s.data, s.arch):
+                raise UserError(f"--resume: {self.checkpoint_path} was trained with --model {saved.model} --data "
+                                f"{saved.data}; pass the same options or another --out")
+            saved.epochs, saved.save_every = s.epochs, s.save_every  # the only things a resume may change
+            self.s = s = saved
+
+        info_d = dataset_info(s.data)
+        input_size = s.input_size or (32 if info_d.native_size <= 32 else 224)
+        self.splits = load_splits(s.data, data_dir=s.data_dir, input_size=input_size,
+                                  search_size=s.search_size, seed=s.seed, limit=s.limit)
+        torch.manual_seed(s.seed)  # the same initial weights on every rank and every rerun
+        self.supernet = create_model(s.model, width_max=s.width_max, groups=s.groups,
+                                     num_classes=info_d.num_classes, input_size=input_size,
+                                     in_chans=info_d.in_chans, **s.model_kwargs)
+        self.config = None
+        if s.arch is not None:  # plain retraining of one subnet
+            from .export import materialize
+
+            self.config = _read_arch(s.arch, self.supernet)
+            self.model = materialize(self.supernet, self.config)
+        else:
+            self.model = self.supernet
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model, s)
+        self.epoch, self.step = 0, 0
+        self.rng_state = None
+        self.last_config_digest = 0  # of the random configs of the last step (rank-local)
+        self.epoch_losses: list[float] = []  # this epoch's step losses, kept across a resume
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+            self.rng_state = ckpt.get("rng")
+            self.epoch_losses = list(ckpt.get("epoch_losses", []))
+        self.ddp = self.model
+        if info.world_size > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[info.local_rank] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
+        self.make_loader = make_loader
+        eval_bs = max(s.batch_size, 256)
+        self.calib_loader = make_loader(self.splits.train_eval, s.batch_size, shuffle=True, seed=s.seed)
+        self.val_loader = make_loader(self.splits.val, eval_bs, shuffle=False)
+        self.steps_per_epoch = len(self.splits.train) // (s.batch_size * info.world_size)
+        if self.steps_per_epoch < 1:
+            raise UserError(f"--batch-size {s.batch_size} x {info.world_size} ranks is larger than the training "
+                            f"set ({len(self.splits.train)} images); lower --batch-size")
+
+    # one epoch's batch order, the same on every run; resumed runs skip what was done
+    def epoch_loader(self, epoch: int, start_step: int):
+        n = len(self.splits.train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.s.seed * 100_003 + epoch)).tolist()
+        per_rank = self.steps_per_epoch * self.s.batch_size
+        mine = order[self.info.rank * per_rank:(self.info.rank + 1) * per_rank]
+        mine = mine[start_step * self.s.batch_size:]
+        subset = torch.utils.data.Subset(self.splits.train, mine)
+        return self.make_loader(subset, self.s.batch_size, shuffle=False, drop_last=True)
+
+    def save(self, path: Path | None = None) -> None:
+        if not self.info.is_main:
+            return
+        payload = {
+            "kind": "subnet" if self.config is not None else "supernet",
+            "spec": self.supernet.spec.to_dict(),
+            "config": None if self.config is None else dict(self.config),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "step": self.step,
+            "settings": self.s.to_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": list(self.py_rng.getstate()[1])},
+            "epoch_losses": list(self.epoch_losses),
+        }
+        save_checkpoint(path or self.checkpoint_path, payload)
+
+    def _restore_rng(self) -> None:
+        """Mid-epoch resume: continue both random streams exactly where they were."""
+        state = self.rng_state
+        torch.set_rng_state(state["torch"])
+        self.py_rng.setstate((3, tuple(state["python"]), None))
+
+
+def _read_arch(path: str, supernet: Supernet) -> ChannelConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--arch {path} does not exist; pass a channel config JSON from `autoslim-hw search`")
+    return ChannelConfig.from_json(p.read_text(), supernet.space, strict=False)
+
+
+def _log_json(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(s: TrainSettings, out: str | os.PathLike, resume: bool = False, progress: bool = True,
+          stop_after_steps: int | None = None) -> dict:
+    """Train a supernet (or, with `s.arch`, one subnet) into `out`. Returns the last metrics.
+    `stop_after_steps` ends the run early after saving (used to test resuming)."""
+    info = init_distributed()
+    out = Path(out)
+    run = _Run(s, out, resume, info, progress)
+    s = run.s
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "spec.json").write_text(json.dumps(run.supernet.spec.to_dict(), indent=2))
+        handler = logging.FileHandler(out / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.info("start: %s resume=%s world_size=%d", json.dumps(s.to_dict()), resume, info.world_size)
+    total_steps = s.epochs * run.steps_per_epoch
+    metrics: dict = {}
+    amp = s.amp and run.device.type == "cuda"
+    try:
+        while run.epoch < s.epochs:
+            epoch = run.epoch
+            start_step = run.step - epoch * run.steps_per_epoch
+            # every (epoch, rank) gets its own seeded streams: a resumed run repeats them exactly
+            torch.manual_seed(s.seed * 7919 + epoch * 104_729 + info.rank)
+            run.py_rng = random.Random(f"{s.seed}-{epoch}-{info.rank}")
+            if start_step > 0 and run.rng_state is not None:
+                run._restore_rng()
+            run.rng_state = None
+            loader = run.epoch_loader(epoch, start_step)
+            metrics = _train_epoch(run, loader, epoch, start_step, total_steps, amp, stop_after_steps)
+            if metrics.get("stopped"):
+                return metrics
+            run.epoch += 1
+            metrics.update(_epoch_eval(run))
+            metrics["epoch"] = run.epoch
+            if info.world_size > 1:
+                metrics.update(_rank_agreement(run))
+            if info.is_main:
+                _log_json(out / "metrics.jsonl", metrics)
+                log.info("epoch %d: %s", run.epoch, json.dumps(metrics))
+            run.save()
+    finally:
+        if info.world_size > 1 and dist.is_initialized():
+            dist.barrier()
+        if info.is_main:
+            for h in list(log.handlers):
+                log.removeHandler(h)
+                h.close()
+    return metrics
+
+
+def _train_epoch(run: _Run, loader, epoch: int, start_step: int, total_steps: int, amp: bool,
+                 stop_after_steps: int | None) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    s, model, ddp, opt = run.s, run.model, run.ddp, run.optimizer
+    model.train()
+    losses, seen, t0 = run.epoch_losses, 0, time.perf_counter()
+    show = run.progress and run.info.is_main
+    bar = Progress(TextColumn(f"epoch {epoch + 1}/{s.epochs}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.0f} img/s"),
+                   TimeRemainingColumn(), disable=not show, transient=False)
+    with bar:
+        task = bar.add_task("train", total=run.steps_per_epoch, completed=start_step, loss=float("nan"), ips=0.0)
+        for x, y in loader:
+            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            if run.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = learning_rate(s, run.step, total_steps, run.steps_per_epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss = _sandwich_step(run, ddp, x, y, amp) if run.config is None else _plain_step(ddp, x, y, s, amp)
+            opt.step()
+            run.step += 1
+            losses.append(loss)
+            seen += x.shape[0] * run.info.world_size
+            ips = seen / (time.perf_counter() - t0)
+            bar.update(task, advance=1, loss=loss, ips=ips)
+            if s.save_every and run.step % s.save_every == 0:
+                run.save()
+            if stop_after_steps is not None and run.step >= stop_after_steps:
+                run.save()
+                return {"stopped": True, "step": run.step}
+    metrics = {"step": run.step, "train_loss": sum(losses) / max(len(losses), 1),
+               "images_per_s": seen / (time.perf_counter() - t0), "lr": lr if seen else 0.0}
+    run.epoch_losses = []
+    return metrics
+
+
+def _rank_agreement(run: _Run) -> dict:
+    """Weights must agree across ranks; the configs they sampled must not."""
+    weights = torch.tensor([sum(p.detach().double().sum().item() for p in run.model.parameters())],
+                           dtype=torch.float64, device=run.device)
+    configs = torch.tensor([run.last_config_digest], dtype=torch.int64, device=run.device)
+    all_w = [torch.zeros_like(weights) for _ in range(run.info.world_size)]
+    all_c = [torch.zeros_like(configs) for _ in range(run.info.world_size)]
+    dist.all_gather(all_w, weights)
+    dist.all_gather(all_c, configs)
+    return {"ranks_in_sync": all(torch.equal(w, all_w[0]) for w in all_w),
+            "distinct_rank_configs": len({int(c) for c in all_c}) == len(all_c)}
+
+
+def _autocast(amp: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+
+
+def _sandwich_step(run: _Run, ddp, x, y, amp: bool) -> float:
+    s = run.s
+    configs = sandwich_configs(run.supernet.space, run.py_rng, s.num_random)
+    run.last_config_digest = zlib.crc32(json.dumps([dict(c) for c in configs[2:]]).encode())
+    total, soft = 0.0, None
+    for i, cfg in enumerate(configs):
+        run.supernet.set_config(cfg)
+        last = i == len(configs) - 1
+        # gradients accumulate locally; DDP all-reduces once, on the last backward
+        sync = contextlib.nullcontext() if last or not hasattr(ddp, "no_sync") else ddp.no_sync()
+        with sync:
+            with _autocast(amp):
+                logits = ddp(x)
+                if i == 0 or not s.distill:
+                    loss = F.cross_entropy(logits, y, label_smoothing=s.label_smoothing)
+                else:
+                    loss = soft_cross_entropy(logits.float(), soft)
+            if i == 0:
+                soft = F.softmax(logits.detach().float(), dim=1)
+            loss.backward()
+        total += loss.item()
+    run.supernet.set_config(run.supernet.space.largest())
+    return total / len(configs)
+
+
+def _plain_step(ddp, x, y, s: TrainSettings, amp: bool) -> float:
+    with _autocast(amp):
+        loss = F.cross_entropy(ddp(x), y, label_smoothing=s.label_smoothing)
+    loss.backward()
+    return loss.item()
+
+
+def _epoch_eval(run: _Run) -> dict:
+    """Accuracy after BN recalibration: the largest and smallest configs (supernet), or the
+    subnet itself."""
+    s = run.s
+    if run.config is not None:
+        recalibrate_bn(run.model, None, run.calib_loader, s.eval_batches, run.device)
+        res = evaluate(run.model, run.val_loader, run.device, (1, 5) if run.supernet.spec.num_classes > 5 else (1,))
+        return {"val_top1": res["top1"], "val_loss": res["loss"]}
+    out = {}
+    for name, cfg in (("largest", run.supernet.space.largest()), ("smallest", run.supernet.space.smallest())):
+        res = evaluate_config(run.supernet, cfg, run.calib_loader, run.val_loader, s.eval_batches, run.device)
+        out[f"val_top1_{name}"] = res["top1"]
+    run.supernet.set_config(run.supernet.space.largest())
+    return out
+
+
+def resume_settings(out: str | os.PathLike) -> TrainSettings:
+    data = load_checkpoint(Path(out) / "supernet.pt")
+    return TrainSettings(**data["settings"])
+
+
+__all__ = ["TrainSettings", "train", "recalibrate_bn", "evaluate", "evaluate_config", "ModelSpec"]
