@@ -332,7 +332,7 @@ def train(s: TrainSettings, out: str | os.PathLike, resume: bool = False, progre
             start_step = run.step - epoch * run.steps_per_epoch
             # every (epoch, rank) gets its own seeded streams: a resumed run repeats them exactly
             torch.manual_seed(s.seed * 7919 + epoch * 104_729 + info.rank)
-            run.py_rng = random.Random(f"{s.seed}-{epoch}-{info.rank}")
+            run.py_rng = config_rng(s.seed, epoch, info.rank)
             if start_step > 0 and run.rng_state is not None:
                 run._restore_rng()
             run.rng_state = None
@@ -415,29 +415,43 @@ def _autocast(amp: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
 
 
-def _sandwich_step(run: _Run, ddp, x, y, amp: bool) -> float:
-    s = run.s
-    configs = sandwich_configs(run.supernet.space, run.py_rng, s.num_random)
-    run.last_config_digest = zlib.crc32(json.dumps([dict(c) for c in configs[2:]]).encode())
+def sandwich_backward(supernet: Supernet, forward, configs: list[ChannelConfig], x, y, distill: bool = True,
+                      label_smoothing: float = 0.0, amp: bool = False, no_sync=None) -> float:
+    """Backward of every config of one sandwich step, gradients accumulated.
+
+    configs[0] (the largest) learns from the labels; the others learn from its softmax,
+    detached, so the distillation loss never pushes the teacher. `no_sync` (DDP's) skips
+    the all-reduce on all but the last backward. Returns the mean loss."""
     total, soft = 0.0, None
     for i, cfg in enumerate(configs):
-        run.supernet.set_config(cfg)
+        supernet.set_config(cfg)
         last = i == len(configs) - 1
-        # gradients accumulate locally; DDP all-reduces once, on the last backward
-        sync = contextlib.nullcontext() if last or not hasattr(ddp, "no_sync") else ddp.no_sync()
-        with sync:
+        with (contextlib.nullcontext() if last or no_sync is None else no_sync()):
             with _autocast(amp):
-                logits = ddp(x)
-                if i == 0 or not s.distill:
-                    loss = F.cross_entropy(logits, y, label_smoothing=s.label_smoothing)
+                logits = forward(x)
+                if i == 0 or not distill:
+                    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
                 else:
                     loss = soft_cross_entropy(logits.float(), soft)
             if i == 0:
                 soft = F.softmax(logits.detach().float(), dim=1)
             loss.backward()
         total += loss.item()
-    run.supernet.set_config(run.supernet.space.largest())
+    supernet.set_config(supernet.space.largest())
     return total / len(configs)
+
+
+def config_rng(seed: int, epoch: int, rank: int) -> random.Random:
+    """Config sampling stream of one (epoch, rank): ranks differ, reruns repeat."""
+    return random.Random(f"{seed}-{epoch}-{rank}")
+
+
+def _sandwich_step(run: _Run, ddp, x, y, amp: bool) -> float:
+    s = run.s
+    configs = sandwich_configs(run.supernet.space, run.py_rng, s.num_random)
+    run.last_config_digest = zlib.crc32(json.dumps([dict(c) for c in configs[2:]]).encode())
+    return sandwich_backward(run.supernet, ddp, configs, x, y, s.distill, s.label_smoothing, amp,
+                             getattr(ddp, "no_sync", None))
 
 
 def _plain_step(ddp, x, y, s: TrainSettings, amp: bool) -> float:

@@ -1,6 +1,5 @@
 """Supernet training: the distillation loss, BN recalibration, resume equality, retraining."""
 import json
-import math
 import random
 
 import pytest
@@ -9,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoslim_hw import slimmable
-from autoslim_hw.train import (TrainSettings, learning_rate, recalibrate_bn, sandwich_configs,
-                               soft_cross_entropy, train)
+from autoslim_hw.train import (TrainSettings, config_rng, learning_rate, recalibrate_bn, sandwich_backward,
+                               sandwich_configs, soft_cross_entropy, train)
 
 TINY = dict(data="digits", model="mobilenet_v2_cifar", model_kwargs={"width_mult": 0.35}, input_size=16,
             batch_size=32, limit=320, eval_batches=2, num_random=1, lr=0.05)
@@ -54,32 +53,101 @@ def test_recalibration_gives_the_exact_mean_of_the_batches():
     assert not net.training and bn.momentum == 0.1
 
 
+def test_distillation_targets_are_detached():
+    torch.manual_seed(0)
+    net = slimmable(nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(16, 4)), input_size=8)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,))
+    configs = [net.space.largest(), net.space.smallest()]
+    sandwich_backward(net, net, configs, x, y)
+    got = [p.grad.clone() for p in net.parameters()]
+    # by hand: label loss of the largest + soft loss of the smallest against a constant target
+    net.zero_grad()
+    net.set_config(configs[0])
+    teacher = net(x)
+    loss = F.cross_entropy(teacher, y)
+    net.set_config(configs[1])
+    loss = loss + soft_cross_entropy(net(x), F.softmax(teacher, 1).detach())
+    loss.backward()
+    assert all(torch.allclose(a, b.grad, atol=1e-6) for a, b in zip(got, net.parameters()))
+    # had the target not been detached, the teacher's weights would get other gradients
+    net.zero_grad()
+    net.set_config(configs[0])
+    teacher = net(x)
+    net.set_config(configs[1])
+    (F.cross_entropy(teacher, y) + soft_cross_entropy(net(x), F.softmax(teacher, 1))).backward()
+    assert not all(torch.allclose(a, b.grad, atol=1e-6) for a, b in zip(got, net.parameters()))
+
+
+def test_sampled_configs_stay_in_bounds_and_ranks_differ():
+    from autoslim_hw.models import create_model
+
+    space = create_model("mobilenet_v2_cifar").space
+    per_rank = [[space.sample(config_rng(0, 0, rank)) for _ in range(3)] for rank in (0, 1)]
+    for cfgs in per_rank:
+        for cfg in cfgs:
+            space.validate(cfg)  # every width is one of its unit's options
+            assert all(space.smallest()[k] <= v <= space.largest()[k] for k, v in cfg.items())
+    assert per_rank[0] != per_rank[1]
+    assert per_rank[0] == [space.sample(config_rng(0, 0, 0)) for _ in range(3)]
+
+
 def _metrics(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
-    full = tmp_path / "full"
-    train(TrainSettings(epochs=2, **TINY), full, progress=False)
-    part = tmp_path / "part"
-    # stopped mid-epoch 1 (after 5 of its 9 steps), then resumed to the end
-    stopped = train(TrainSettings(epochs=2, save_every=5, **TINY), part, progress=False, stop_after_steps=5)
-    assert stopped["stopped"]
-    train(TrainSettings(epochs=2, save_every=5, **TINY), part, resume=True, progress=False)
-    a, b = _metrics(full / "metrics.jsonl"), _metrics(part / "metrics.jsonl")
-    assert len(a) == len(b) == 2
-    for key in ("train_loss", "val_top1_largest", "val_top1_smallest"):
-        assert a[-1][key] == pytest.approx(b[-1][key], abs=1e-5), key
-    wa = torch.load(full / "supernet.pt", weights_only=True)["model"]
-    wb = torch.load(part / "supernet.pt", weights_only=True)["model"]
-    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "run"
+    metrics = train(TrainSettings(epochs=3, **TINY), out, progress=False)
+    return out, metrics
 
 
-def test_training_learns_and_writes_the_run_layout(tmp_path):
-    out = tmp_path / "run"
-    metrics = train(TrainSettings(epochs=3, **{**TINY, "lr": 0.1}), out, progress=False)
+def test_training_learns_and_writes_the_run_layout(tiny_run):
+    out, metrics = tiny_run
     for name in ("supernet.pt", "spec.json", "metrics.jsonl", "train.log"):
         assert (out / name).is_file(), name
     assert json.loads((out / "spec.json").read_text())["arch"] == "mobilenet_v2_cifar"
-    assert metrics["val_top1_largest"] > 30  # 10 classes: chance is 10%
+    assert len(_metrics(out / "metrics.jsonl")) == 3
+    assert metrics["val_top1_largest"] > 25  # 10 balanced classes: chance is 10%
     assert not list(out.glob(".*tmp"))
+
+
+def test_bn_recalibration_restores_a_narrow_config(tiny_run):
+    from autoslim_hw.checkpoint import load_checkpoint, model_from_checkpoint
+    from autoslim_hw.data import load_splits, make_loader
+    from autoslim_hw.train import evaluate
+
+    out, _ = tiny_run
+    net, _, _ = model_from_checkpoint(load_checkpoint(out / "supernet.pt"))
+    splits = load_splits("digits", input_size=16, limit=TINY["limit"])
+    val = make_loader(splits.val, 256, shuffle=False)
+    calib = make_loader(splits.train_eval, 64, shuffle=True)
+    recalibrate_bn(net, net.space.largest(), calib, batches=4)
+    cfg = net.space.smallest()
+    net.set_config(cfg)
+    stale = evaluate(net, val, topk=(1,))["top1"]  # the narrow config on the widest one's statistics
+    bn = net.net.features[1].conv[2]
+    before = bn.running_var.clone()
+    recalibrate_bn(net, cfg, calib, batches=4)
+    assert not torch.allclose(before, bn.running_var)
+    assert evaluate(net, val, topk=(1,))["top1"] > stale + 5
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    small = {**TINY, "limit": 192}  # 5 steps per epoch
+    full = tmp_path / "full"
+    train(TrainSettings(epochs=2, **small), full, progress=False)
+    part = tmp_path / "part"
+    # killed mid-epoch 1 (after 3 of its 5 steps), then resumed to the end
+    stopped = train(TrainSettings(epochs=2, save_every=3, **small), part, progress=False, stop_after_steps=3)
+    assert stopped["stopped"]
+    train(TrainSettings(epochs=2, save_every=3, **small), part, resume=True, progress=False)
+    a, b = _metrics(full / "metrics.jsonl"), _metrics(part / "metrics.jsonl")
+    assert len(a) == len(b) == 2
+    for rec_a, rec_b in zip(a, b):
+        for key in ("train_loss", "val_top1_largest", "val_top1_smallest"):
+            assert rec_a[key] == pytest.approx(rec_b[key], abs=1e-5), key
+    wa = torch.load(full / "supernet.pt", weights_only=True)["model"]
+    wb = torch.load(part / "supernet.pt", weights_only=True)["model"]
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
