@@ -258,6 +258,13 @@ def demo_cmd(
     run_demo(out, data=data, model=model, quick=quick, console=console)
 
 
+from .cli_lut import devices_cmd, lut_app, profile_cmd  # noqa: E402  (commands defined there)
+
+app.command("devices")(devices_cmd)
+app.command("profile")(profile_cmd)
+app.add_typer(lut_app, name="lut")
+
+
 def main() -> None:
     """Entry point: user errors become one line and exit code 2, never a traceback."""
     try:

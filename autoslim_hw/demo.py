@@ -66,7 +66,7 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
         acc = evaluate_config(supernet, cfg, calib, val, settings.eval_batches)["top1"]
         counts = count(supernet, cfg)
         path = out / "onnx" / f"{name.replace(' ', '_')}.onnx"
-        backend.convert(materialize(supernet, cfg).eval(), shape, path)
+        backend.convert(materialize(supernet, cfg).eval(), [shape], path)
         with pinned_to_core(_last_core()):
             latency = backend.measure(path, measure)
         rows.append(DemoRow(name, counts.macs, counts.params, counts.memory, acc, latency.median_ms,

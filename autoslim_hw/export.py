@@ -92,10 +92,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...],
+def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...] | list[tuple[int, ...]],
                 opset: int = 17) -> Path:
     """Export a plain (materialized) model to ONNX with the legacy exporter, atomically.
-    The legacy exporter folds constants, so the file holds only the weights in use."""
+    The legacy exporter folds constants, so the file holds only the weights in use.
+    `input_shape` is one shape, or a list of shapes for a model with several inputs."""
+    shapes = input_shape if isinstance(input_shape, list) else [input_shape]
     if any(isinstance(m, tuple(_PLAIN)) for m in model.modules()):
         raise UserError("export a materialized subnet (autoslim_hw.export.materialize), not the supernet")
     path = Path(path)
@@ -105,9 +107,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        torch.onnx.export(model, (torch.zeros(input_shape, device=device),), tmp, dynamo=False,
-                          opset_version=opset, input_names=["input"], output_names=["logits"],
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
+        names = ["input"] if len(shapes) == 1 else [f"input{i}" for i in range(len(shapes))]
+        torch.onnx.export(model, tuple(torch.zeros(s, device=device) for s in shapes), tmp, dynamo=False,
+                          opset_version=opset, input_names=names, output_names=["output"],
                           do_constant_folding=True)
         os.replace(tmp, path)
     except BaseException:

@@ -75,7 +75,8 @@ class Backend:
     def version(self) -> str:
         raise NotImplementedError
 
-    def convert(self, model, input_shape: tuple[int, ...], path: str | os.PathLike) -> str:
+    def convert(self, model, input_shapes: list[tuple[int, ...]], path: str | os.PathLike) -> str:
+        """Write `model` (plain PyTorch, eval mode) as this runtime's file."""
         raise NotImplementedError
 
     def load(self, path: str | os.PathLike, threads: int = 1):

@@ -18,8 +18,8 @@ class OnnxRuntimeBackend(Backend):
 
         return onnxruntime.__version__
 
-    def convert(self, model, input_shape, path) -> str:
-        return str(export_onnx(model, path, input_shape))
+    def convert(self, model, input_shapes, path) -> str:
+        return str(export_onnx(model, path, list(input_shapes)))
 
     def session(self, path: str | os.PathLike, threads: int = 1, profile: bool = False):
         import onnxruntime as ort
@@ -34,7 +34,7 @@ class OnnxRuntimeBackend(Backend):
 
     def load(self, path, threads: int = 1):
         sess = self.session(path, threads)
-        inp = sess.get_inputs()[0]
-        x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
-        feed = {inp.name: x}
+        rng = np.random.default_rng(0)
+        feed = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+                for i in sess.get_inputs()}
         return lambda: sess.run(None, feed)

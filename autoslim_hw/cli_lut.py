@@ -1,0 +1,160 @@
+"""CLI commands for devices, profiling and lookup tables (registered by cli.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UserError
+
+console = Console()
+lut_app = typer.Typer(help="Inspect and validate latency lookup tables.", no_args_is_help=True)
+SHIPPED = Path(__file__).parent / "lookup_tables" / "data"
+
+
+def devices_cmd():
+    """List device specs usable with --device."""
+    from .profilers.devices import DEVICES, cpu_model
+
+    table = Table("device", "threads", "pinned", "description")
+    for d in DEVICES.values():
+        table.add_row(d.name, str(d.threads), "yes" if d.pin_core else "no", d.description)
+    console.print(table)
+    console.print(f"this host: {cpu_model()}")
+
+
+def _supernet(model: str, input_size: Optional[int], width_mult: Optional[float], checkpoint: Optional[Path]):
+    from .models import create_model
+
+    if checkpoint is not None:
+        from .checkpoint import load_checkpoint, model_from_checkpoint
+
+        return model_from_checkpoint(load_checkpoint(checkpoint))[0]
+    kwargs = {} if width_mult is None else {"width_mult": width_mult}
+    return create_model(model, input_size=input_size, **kwargs)
+
+
+def profile_cmd(
+    device: Annotated[str, typer.Option(help="Device spec (see `autoslim-hw devices`).")] = "cpu-1core",
+    runtime: Annotated[str, typer.Option(help="onnxruntime")] = "onnxruntime",
+    model: Annotated[str, typer.Option(help="Built-in model whose search space to profile.")] = "mobilenet_v2_cifar",
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Profile the model of this checkpoint instead.")] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Input resolution (default: the model's).")] = None,
+    width_mult: Annotated[Optional[float], typer.Option(help="Base width multiplier (MobileNetV2 models).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Table file (.json or .json.gz).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Complete an interrupted table: measure only what is missing.")] = False,
+    runs: Annotated[int, typer.Option(help="Timed runs per round.")] = 20,
+    rounds: Annotated[int, typer.Option(help="Rounds per op (median over all runs).")] = 3,
+    calibration: Annotated[int, typer.Option(help="Whole sub-networks measured for the end-to-end calibration.")] = 10,
+):
+    """Build a per-layer latency lookup table for a model's whole search space.
+
+    Every signature the supernet can produce (each layer at every pair of input and output
+    widths) is exported as a single-op model and timed on the device; then sampled
+    sub-networks calibrate the per-layer sum. Interrupted? Run it again with --resume.
+
+    Example: autoslim-hw profile --device cpu-1core --model mobilenet_v2_cifar
+    """
+    from .lookup_tables.build import build_table
+    from .profilers import MeasureSettings, get_backend
+    from .profilers.devices import get_device
+
+    dev, backend = get_device(device), get_backend(runtime)
+    supernet = _supernet(model, input_size, width_mult, checkpoint)
+    spec = supernet.spec
+    out = out or Path("luts") / f"{spec.arch}-{spec.input_size}-{device}-{runtime}.json"
+    table = build_table(supernet, backend, dev, out, resume=resume,
+                        settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds), calibration_samples=calibration)
+    have, total = table.coverage(supernet)
+    console.print(f"wrote {out}: {have}/{total} signatures measured")
+
+
+@lut_app.command("info")
+def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
+    """Metadata and size of a table."""
+    from .lookup_tables import LatencyTable
+
+    t = LatencyTable.load(lut)
+    md = t.metadata
+    console.print(f"device {md['device']['name']} ({md['cpu_model']}), {md['runtime']} {md['runtime_version']}, "
+                  f"{md['threads']} thread(s), created {md['created']} by autoslim-hw {md['tool_version']}")
+    console.print(f"{len(t.entries)} signatures; models: {', '.join(m['key'] for m in md['models'])}")
+    for key, cal in t.calibrations.items():
+        console.print(f"calibration {key}: measured = {cal['slope']:.3f} x sum + {cal['intercept']:.3f} ms "
+                      f"(r2 {cal['r2']:.3f}, {cal['samples']} networks)")
+
+
+@lut_app.command("list")
+def lut_list():
+    """Tables shipped with the package."""
+    files = sorted(p for p in SHIPPED.glob("*.json*")) if SHIPPED.is_dir() else []
+    if not files:
+        console.print("no tables are shipped yet; build one with `autoslim-hw profile`")
+    for p in files:
+        console.print(p.name)
+
+
+@lut_app.command("validate")
+def lut_validate(
+    lut: Annotated[Path, typer.Argument(help="A table file.")],
+    model: Annotated[str, typer.Option(help="Built-in model.")] = "mobilenet_v2_cifar",
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Use the model of this checkpoint.")] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Input resolution.")] = None,
+    width_mult: Annotated[Optional[float], typer.Option(help="Base width multiplier.")] = None,
+    samples: Annotated[int, typer.Option(help="Random sub-networks to measure end to end.")] = 100,
+    plot: Annotated[Optional[Path], typer.Option(help="Scatter plot PNG (default: next to the table).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use a table of another device/runtime.")] = False,
+):
+    """Measure random sub-networks on the table's device and compare with its predictions.
+
+    Reports MAPE, max error, the fraction within 5% and 10%, and Kendall's tau, and plots
+    predicted against measured latency.
+    """
+    from .lookup_tables import LatencyTable
+    from .lookup_tables.build import validate_table
+    from .profilers import MeasureSettings, get_backend
+    from .profilers.devices import get_device
+
+    if samples < 2:
+        raise UserError("--samples must be at least 2")
+    table = LatencyTable.load(lut)
+    dev_name, runtime = table.metadata["device"]["name"], table.metadata["runtime"]
+    table.check_target(dev_name, runtime, allow_mismatch)
+    supernet = _supernet(model, input_size, width_mult, checkpoint)
+    s = table.metadata["settings"]
+    result = validate_table(table, supernet, get_backend(runtime), get_device(dev_name), samples,
+                            MeasureSettings(s["warmup"], s["runs"], s["rounds"]), progress=not as_json)
+    plot = plot or lut.with_suffix(".validate.png")
+    _scatter(result, plot, f"{supernet.spec.arch} on {dev_name} ({runtime})")
+    summary = {k: v for k, v in result.items() if k not in ("predicted_ms", "measured_ms")}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    console.print(f"MAPE {summary['mape']:.2f}%  max {summary['max_error']:.2f}%  within 5%: "
+                  f"{summary['within_5pct']:.0%}  within 10%: {summary['within_10pct']:.0%}  "
+                  f"Kendall tau {summary['kendall_tau']:.3f}  ({samples} networks); plot: {plot}")
+
+
+def _scatter(result: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    m, p = result["measured_ms"], result["predicted_ms"]
+    ax.scatter(m, p, s=12)
+    lo, hi = min(m + p), max(m + p)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"{title}\nMAPE {result['mape']:.1f}%, tau {result['kendall_tau']:.2f}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

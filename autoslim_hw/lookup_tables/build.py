@@ -1,0 +1,166 @@
+"""Build a table: measure every signature of a supernet's search space on one device,
+then calibrate against whole sub-networks. Resumable: the table is written atomically
+every few entries, and a resumed build measures only what is missing.
+"""
+from __future__ import annotations
+
+import datetime
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import UserError
+from ..export import materialize
+from ..nn.supernet import Supernet
+from ..profilers.base import Backend, MeasureSettings, pinned_to_core
+from ..profilers.devices import DeviceSpec, measurement_core
+from .signatures import Signature, enumerate_signatures
+from .table import LatencyTable, model_key
+
+_ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "sigmoid": nn.Sigmoid}
+
+
+class _Add(nn.Module):
+    def forward(self, x, y):
+        return x + y
+
+
+class _GlobalPool(nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
+def single_op_model(sig: Signature) -> tuple[nn.Module, list[tuple[int, ...]]]:
+    """The op as deployed (BN folded away, activation fused), and its input shapes."""
+    if sig.op in ("conv", "dwconv"):
+        layers = [nn.Conv2d(sig.cin, sig.cout, sig.kernel, sig.stride, sig.padding, groups=sig.groups, bias=True)]
+        shapes = [(1, sig.cin, sig.h, sig.w)]
+    elif sig.op == "linear":
+        layers, shapes = [nn.Linear(sig.cin, sig.cout)], [(1, sig.cin)]
+    elif sig.op == "add":
+        return _Add(), [(1, sig.cin, sig.h, sig.w)] * 2
+    elif sig.op == "gap":
+        return _GlobalPool(), [(1, sig.cin, sig.h, sig.w)]
+    else:
+        raise ValueError(f"no single-op model for {sig.op}")
+    if sig.act != "none":
+        layers.append(_ACTS[sig.act]())
+    return nn.Sequential(*layers).eval(), shapes
+
+
+def new_table(device: DeviceSpec, backend: Backend, settings: MeasureSettings) -> LatencyTable:
+    return LatencyTable({
+        "device": device.to_dict(), "runtime": backend.name, "runtime_version": backend.version(),
+        "cpu_model": device.to_dict()["cpu_model"], "threads": device.threads,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tool_version": __version__,
+        "settings": {"warmup": settings.warmup, "runs": settings.runs, "rounds": settings.rounds},
+        "models": [],
+    })
+
+
+def measure_signature(backend: Backend, sig: Signature, workdir: Path, settings: MeasureSettings, threads: int):
+    model, shapes = single_op_model(sig)
+    path = workdir / f"op{backend.suffix}"
+    backend.convert(model, shapes, path)
+    return backend.measure(path, settings, threads)
+
+
+def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: Path, resume: bool = False,
+                settings: MeasureSettings = MeasureSettings(), calibration_samples: int = 10,
+                save_every: int = 25, progress: bool = True) -> LatencyTable:
+    out = Path(out)
+    if out.exists() and not resume:
+        raise UserError(f"{out} exists; pass --resume to complete it or choose another --out")
+    if resume and out.exists():
+        table = LatencyTable.load(out)
+        table.check_target(device.name, backend.name)
+    else:
+        table = new_table(device, backend, settings)
+    key = model_key(supernet)
+    if key not in [m["key"] for m in table.metadata["models"]]:
+        table.metadata["models"].append({"key": key, "spec": supernet.spec.to_dict()})
+    todo = [s for s in enumerate_signatures(supernet) if s.key not in table.entries]
+    core = measurement_core() if device.pin_core else None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("profiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[op]}"), disable=not progress)
+    with tempfile.TemporaryDirectory() as tmp, pinned_to_core(core), bar:
+        task = bar.add_task("ops", total=len(todo), op="")
+        for i, sig in enumerate(todo):
+            lat = measure_signature(backend, sig, Path(tmp), settings, device.threads)
+            table.add(sig, lat.median_ms, lat.p10_ms, lat.p90_ms)
+            bar.update(task, advance=1, op=sig.key)
+            if (i + 1) % save_every == 0:
+                table.save(out)
+        table.save(out)
+        if key not in table.calibrations and calibration_samples > 0:
+            table.calibrations[key] = calibrate(table, supernet, backend, device, calibration_samples, Path(tmp),
+                                                settings)
+            table.save(out)
+    return table
+
+
+def measure_network(supernet: Supernet, config, backend: Backend, workdir: Path, settings: MeasureSettings,
+                    threads: int) -> float:
+    spec = supernet.spec
+    shape = (1, spec.in_chans, spec.input_size, spec.input_size)
+    path = workdir / f"net{backend.suffix}"
+    backend.convert(materialize(supernet, config).eval(), [shape], path)
+    return backend.measure(path, settings, threads).median_ms
+
+
+def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
+    """The smallest, the largest and random configs between: a calibration spread over the range."""
+    rng = random.Random(seed)
+    space = supernet.space
+    configs = [space.smallest(), space.largest()]
+    while len(configs) < n:
+        configs.append(space.sample(rng))
+    return configs[:n]
+
+
+def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,
+              workdir: Path, settings: MeasureSettings) -> dict:
+    """Fit measured = slope * layer_sum + intercept on `samples` whole sub-networks."""
+    from scipy.stats import linregress
+
+    xs, ys = [], []
+    for cfg in sample_configs(supernet, max(samples, 2), seed=12345):
+        xs.append(table.layer_sum(supernet, cfg)[0])
+        ys.append(measure_network(supernet, cfg, backend, workdir, settings, device.threads))
+    fit = linregress(xs, ys)
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue ** 2),
+            "samples": len(xs)}
+
+
+def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,
+                   settings: MeasureSettings = MeasureSettings(), seed: int = 7, progress: bool = True) -> dict:
+    """Measure random sub-networks end to end and compare with the table's predictions."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    core = measurement_core() if device.pin_core else None
+    rng = random.Random(seed)
+    predicted, measured = [], []
+    from rich.progress import track
+
+    with tempfile.TemporaryDirectory() as tmp, pinned_to_core(core):
+        for _ in track(range(samples), description="validating", disable=not progress):
+            cfg = supernet.space.sample(rng)
+            predicted.append(table.predict(supernet, cfg).latency_ms)
+            measured.append(measure_network(supernet, cfg, backend, Path(tmp), settings, device.threads))
+    p, m = np.array(predicted), np.array(measured)
+    err = np.abs(p - m) / m * 100
+    tau = kendalltau(p, m).statistic if samples > 1 else float("nan")
+    return {"mape": float(err.mean()), "max_error": float(err.max()), "kendall_tau": float(tau),
+            "within_5pct": float((err <= 5).mean()), "within_10pct": float((err <= 10).mean()),
+            "samples": samples, "predicted_ms": p.tolist(), "measured_ms": m.tolist()}
+
+
+__all__ = ["build_table", "validate_table", "single_op_model", "calibrate", "torch"]

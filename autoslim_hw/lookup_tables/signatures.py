@@ -1,0 +1,158 @@
+"""Operator signatures: what fully determines a deployed layer's cost.
+
+A layer as deployed is a conv (or linear) with its BatchNorm folded in and its
+activation fused, so its signature is: op kind, input H and W, Cin, Cout,
+kernel, stride, padding, groups, activation. Residual adds and global pooling
+get signatures too. Signatures do not name the model, so one table serves
+every network on one device.
+"""
+from __future__ import annotations
+
+import itertools
+import operator
+from dataclasses import asdict, dataclass
+
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..nn.config import ChannelConfig, slot_widths
+from ..nn.supernet import Supernet, _LeafTracer
+from ..nn.units import trace
+
+_ACTIVATION_NAMES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.SiLU: "silu",
+                     nn.Sigmoid: "sigmoid", F.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
+                     F.silu: "silu"}
+
+
+@dataclass(frozen=True)
+class Signature:
+    op: str  # conv | dwconv | linear | add | gap
+    h: int
+    w: int
+    cin: int
+    cout: int
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    act: str = "none"
+
+    @property
+    def key(self) -> str:
+        return (f"{self.op}|{self.h}x{self.w}|{self.cin}->{self.cout}|k{self.kernel}s{self.stride}"
+                f"p{self.padding}g{self.groups}|{self.act}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeployedOp:
+    """One op of the deployed graph, with how its channels depend on the config."""
+
+    name: str
+    op: str
+    h: int
+    w: int
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    act: str = "none"
+    layer: str | None = None  # the slimmable layer (conv/linear), if any
+    channels_of: tuple = ()  # for add/gap: segments (unit, max, factor) of the tensor
+
+    def signature(self, supernet: Supernet, widths: dict[str, int]) -> Signature:
+        if self.layer is not None:
+            cin, cout = slot_widths(supernet.space.layers[self.layer], widths)
+        else:
+            cin = cout = sum(widths[u] * f for u, _, f in self.channels_of)
+        groups = cin if self.op == "dwconv" else 1
+        return Signature(self.op, self.h, self.w, cin, cout, self.kernel, self.stride, self.padding, groups, self.act)
+
+
+def _activation_of(node: fx.Node, modules: dict) -> tuple[str, fx.Node]:
+    """Follow conv -> (BN) -> (activation); return the fused activation name."""
+    cur = node
+    for _ in range(2):
+        if len(cur.users) != 1:
+            break
+        nxt = next(iter(cur.users))
+        target = modules.get(nxt.target) if nxt.op == "call_module" else nxt.target
+        if isinstance(target, nn.modules.batchnorm._BatchNorm):
+            cur = nxt
+            continue
+        key = type(target) if nxt.op == "call_module" else target
+        if key in _ACTIVATION_NAMES:
+            return _ACTIVATION_NAMES[key], nxt
+        break
+    return "none", cur
+
+
+def deployed_ops(supernet: Supernet) -> list[DeployedOp]:
+    """Conv/linear layers (BN and activation fused), residual adds and global pools, in order."""
+    gm = trace(supernet.net, _LeafTracer)
+    modules = dict(gm.named_modules())
+    geometry = supernet.layer_geometry()
+    layouts = {n.name: n.layout for n in supernet.nodes}
+    ops = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in supernet.space.layers:
+            slot = supernet.space.layers[node.target]
+            if slot.kind == "bn":
+                continue
+            m = modules[node.target]
+            in_shape = geometry[node.target][0]
+            h, w = (in_shape[2], in_shape[3]) if len(in_shape) == 4 else (1, 1)
+            act, _ = _activation_of(node, modules)
+            if slot.kind == "linear":
+                ops.append(DeployedOp(node.target, "linear", 1, 1, act=act, layer=node.target))
+            else:
+                ops.append(DeployedOp(node.target, slot.kind, h, w, m.kernel_size[0], m.stride[0], m.padding[0],
+                                      act, node.target))
+        elif node.op == "call_function" and node.target in (operator.add, operator.iadd) and node.name in layouts:
+            shape = geometry[node.name][1]
+            if len(shape) == 4:
+                ops.append(DeployedOp(node.name, "add", shape[2], shape[3], channels_of=layouts[node.name]))
+        elif node.name in layouts and _is_global_pool(node, modules, geometry):
+            shape = geometry[node.all_input_nodes[0].name][1]
+            ops.append(DeployedOp(node.name, "gap", shape[2], shape[3], channels_of=layouts[node.name]))
+    return ops
+
+
+def _is_global_pool(node: fx.Node, modules: dict, geometry: dict) -> bool:
+    if not node.all_input_nodes:
+        return False
+    src = geometry.get(node.all_input_nodes[0].name)
+    out = geometry.get(node.name)
+    if src is None or out is None or len(src[1]) != 4:
+        return False
+    is_pool = (node.op == "call_module" and isinstance(modules.get(node.target), (nn.AdaptiveAvgPool2d, nn.AvgPool2d))) \
+        or (node.op == "call_function" and node.target is F.adaptive_avg_pool2d) \
+        or (node.op == "call_method" and node.target == "mean")
+    return is_pool and (len(out[1]) == 2 or tuple(out[1][2:]) == (1, 1))
+
+
+def config_signatures(supernet: Supernet, config: ChannelConfig, ops: list[DeployedOp] | None = None) -> list[Signature]:
+    widths = supernet.space.widths(config)
+    return [op.signature(supernet, widths) for op in (ops or deployed_ops(supernet))]
+
+
+def enumerate_signatures(supernet: Supernet, ops: list[DeployedOp] | None = None) -> list[Signature]:
+    """Every signature any config of the search space can produce (deduplicated, in order)."""
+    ops = ops or deployed_ops(supernet)
+    space = supernet.space
+    seen: dict[str, Signature] = {}
+    for op in ops:
+        units = set()
+        if op.layer is not None:
+            slot = space.layers[op.layer]
+            units = {u for u, _, _ in slot.in_segments} | ({slot.out_unit} if slot.out_unit else set())
+        else:
+            units = {u for u, _, _ in op.channels_of}
+        units = sorted(units)
+        for combo in itertools.product(*(space.units[u].options for u in units)):
+            widths = {u.name: u.max for u in space.units.values()}
+            widths.update(dict(zip(units, combo)))
+            sig = op.signature(supernet, widths)
+            seen.setdefault(sig.key, sig)
+    return list(seen.values())

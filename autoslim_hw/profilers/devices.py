@@ -1,0 +1,51 @@
+"""Devices are specs, not code: what to run on, with which settings."""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str
+    description: str
+    threads: int = 1
+    pin_core: bool = True  # pin this process to one core while measuring
+    kind: str = "host"  # host | phone (measured elsewhere, imported)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "cpu_model": cpu_model(), "machine": platform.machine()}
+
+
+DEVICES = {
+    "cpu-1core": DeviceSpec("cpu-1core", "this host's CPU, one thread, the process pinned to one core"),
+    "cpu-2core": DeviceSpec("cpu-2core", "this host's CPU, two threads, not pinned", threads=2, pin_core=False),
+}
+
+
+def get_device(name: str) -> DeviceSpec:
+    if name not in DEVICES:
+        raise UserError(f"unknown device {name!r}; available: {', '.join(DEVICES)} (see `autoslim-hw devices`)")
+    return DEVICES[name]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measurement_core() -> int | None:
+    """The last core this process may use (the first is where the OS tends to put work)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    return sorted(os.sched_getaffinity(0))[-1]
