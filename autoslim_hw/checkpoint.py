@@ -7,12 +7,12 @@ nothing else to rebuild the network.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ._io import atomic_path
 from .errors import CheckpointError
 from .nn.config import ChannelConfig
 from .nn.supernet import ModelSpec, Supernet
@@ -23,16 +23,8 @@ VERSION = 1
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Write `payload` with format tags to `path` atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

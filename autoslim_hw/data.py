@@ -14,7 +14,6 @@ import numbers
 import os
 import pickle
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ._io import atomic_path
 from .errors import DataError
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder:PATH")
@@ -296,17 +296,13 @@ def _cached(tag: str, sources: list[Path], build):
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass  # absent or unreadable: rebuild
     (xtr, ytr), (xte, yte) = build()
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            np.savez(f, **{k: v.numpy() for k, v in zip(names, (xtr, ytr, xte, yte))})
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache dir may be shared
-        os.replace(tmp, path)  # atomic: a concurrent reader sees no half-written file
+        with atomic_path(path) as tmp:  # a concurrent reader never sees a half-written file
+            with open(tmp, "wb") as f:
+                np.savez(f, **{k: v.numpy() for k, v in zip(names, (xtr, ytr, xte, yte))})
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache dir may be shared
     except OSError:  # a read-only cache only costs the decode next time
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
+        pass
     return (xtr, ytr), (xte, yte)
 
 

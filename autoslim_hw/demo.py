@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .counting import count
-from .export import atomic_write_bytes, materialize
+from ._io import atomic_write_bytes
+from .export import materialize
 from .profilers import MeasureSettings, get_backend, pinned_to_core
+from .profilers.devices import measurement_core
 from .train import TrainSettings, evaluate_config, train
 
 
@@ -67,7 +69,7 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
         counts = count(supernet, cfg)
         path = out / "onnx" / f"{name.replace(' ', '_')}.onnx"
         backend.convert(materialize(supernet, cfg).eval(), [shape], path)
-        with pinned_to_core(_last_core()):
+        with pinned_to_core(measurement_core()):
             latency = backend.measure(path, measure)
         rows.append(DemoRow(name, counts.macs, counts.params, counts.memory, acc, latency.median_ms,
                             path.stat().st_size))
@@ -83,13 +85,6 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
     _write_report(out, rows, settings, backend.version())
     console.print(f"report: {out / 'report.md'}")
     return rows
-
-
-def _last_core() -> int | None:
-    import os
-
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return cores[-1] if cores else None
 
 
 def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, ort_version: str) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ._io import atomic_path
 from .errors import UserError
 from .nn.config import ChannelConfig
 from .nn.layers import (SlimmableBatchNorm1d, SlimmableBatchNorm2d, SlimmableConv2d,
@@ -79,19 +79,6 @@ def materialize(supernet: Supernet, config: ChannelConfig | None = None) -> nn.M
     return net
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...] | list[tuple[int, ...]],
                 opset: int = 17) -> Path:
     """Export a plain (materialized) model to ONNX with the legacy exporter, atomically.
@@ -101,22 +88,16 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
     if any(isinstance(m, tuple(_PLAIN)) for m in model.modules()):
         raise UserError("export a materialized subnet (autoslim_hw.export.materialize), not the supernet")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(fd)
     was_training = model.training
     model.eval()
     try:
         param = next(model.parameters(), None)
         device = param.device if param is not None else "cpu"
         names = ["input"] if len(shapes) == 1 else [f"input{i}" for i in range(len(shapes))]
-        torch.onnx.export(model, tuple(torch.zeros(s, device=device) for s in shapes), tmp, dynamo=False,
-                          opset_version=opset, input_names=names, output_names=["output"],
-                          do_constant_folding=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".onnx") as tmp:
+            torch.onnx.export(model, tuple(torch.zeros(s, device=device) for s in shapes), tmp, dynamo=False,
+                              opset_version=opset, input_names=names, output_names=["output"],
+                              do_constant_folding=True)
     finally:
         model.train(was_training)
     return path

@@ -33,7 +33,7 @@ from torch import nn
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import UserError
 from .nn.config import ChannelConfig
-from .nn.supernet import ModelSpec, Supernet
+from .nn.supernet import Supernet
 
 log = logging.getLogger("autoslim_hw.train")
 
@@ -477,9 +477,4 @@ def _epoch_eval(run: _Run) -> dict:
     return out
 
 
-def resume_settings(out: str | os.PathLike) -> TrainSettings:
-    data = load_checkpoint(Path(out) / "supernet.pt")
-    return TrainSettings(**data["settings"])
-
-
-__all__ = ["TrainSettings", "train", "recalibrate_bn", "evaluate", "evaluate_config", "ModelSpec"]
+__all__ = ["TrainSettings", "train", "recalibrate_bn", "evaluate", "evaluate_config", "sandwich_backward"]

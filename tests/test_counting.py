@@ -3,7 +3,6 @@ materialized subnets."""
 import random
 
 import pytest
-import torch
 from torch import nn
 
 from autoslim_hw import slimmable

@@ -6,7 +6,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from torch import nn
 
 from autoslim_hw import slimmable
 from autoslim_hw.counting import count

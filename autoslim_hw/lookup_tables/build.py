@@ -9,7 +9,6 @@ import random
 import tempfile
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .. import __version__
@@ -163,4 +162,4 @@ def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, de
             "samples": samples, "predicted_ms": p.tolist(), "measured_ms": m.tolist()}
 
 
-__all__ = ["build_table", "validate_table", "single_op_model", "calibrate", "torch"]
+__all__ = ["build_table", "validate_table", "single_op_model", "calibrate"]

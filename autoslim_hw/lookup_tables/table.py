@@ -12,10 +12,10 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._io import atomic_write_bytes
 from ..errors import UserError
 from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
@@ -54,19 +54,10 @@ class LatencyTable:
                 "calibrations": self.calibrations, "entries": self.entries}
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(self.to_dict(), indent=1, sort_keys=True).encode()
-        if path.suffix == ".gz":
+        if Path(path).suffix == ".gz":
             data = gzip.compress(data, mtime=0)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, data)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyTable":

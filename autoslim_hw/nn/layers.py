@@ -14,6 +14,33 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _LeadingBlock(torch.autograd.Function):
+    """`weight[:rows, :cols]` as one autograd op.
+
+    Two chained slices cost two full-size zero-filled gradients in backward; this costs
+    one. The forward returns a contiguous block because the CPU convolution kernels
+    copy a strided weight into one anyway."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        ctx.full_shape, ctx.rows, ctx.cols = weight.shape, rows, cols
+        return weight[:rows, :cols].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        full = grad.new_zeros(ctx.full_shape)
+        full[: ctx.rows, : ctx.cols] = grad
+        return full, None, None
+
+
+def leading_block(weight: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    if rows == weight.shape[0]:
+        return weight[:, :cols]
+    if cols == weight.shape[1]:
+        return weight[:rows]
+    return _LeadingBlock.apply(weight, rows, cols)
+
+
 class _Slimmable:
     """Mixin holding the active widths that `Supernet.set_config` writes."""
 
@@ -57,10 +84,9 @@ class SlimmableConv2d(_Slimmable, nn.Conv2d):
             if self.in_index is not None:
                 return self.weight.index_select(0, self.in_index)
             return self.weight[: self.active_out]
-        weight = self.weight[: self.active_out]
         if self.in_index is not None:
-            return weight.index_select(1, self.in_index)
-        return weight[:, : self.active_in]
+            return self.weight[: self.active_out].index_select(1, self.in_index)
+        return leading_block(self.weight, self.active_out, self.active_in)
 
     def active_bias(self) -> torch.Tensor | None:
         if self.bias is None or self.active_out == self.out_channels:
@@ -85,10 +111,9 @@ class SlimmableLinear(_Slimmable, nn.Linear):
     def active_weight(self) -> torch.Tensor:
         if self.active_out == self.out_features and self.active_in == self.in_features:
             return self.weight
-        weight = self.weight[: self.active_out]
         if self.in_index is not None:
-            return weight.index_select(1, self.in_index)
-        return weight[:, : self.active_in]
+            return self.weight[: self.active_out].index_select(1, self.in_index)
+        return leading_block(self.weight, self.active_out, self.active_in)
 
     def active_bias(self) -> torch.Tensor | None:
         if self.bias is None or self.active_out == self.out_features:
