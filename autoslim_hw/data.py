@@ -300,7 +300,6 @@ def _cached(tag: str, sources: list[Path], build):
         with atomic_path(path) as tmp:  # a concurrent reader never sees a half-written file
             with open(tmp, "wb") as f:
                 np.savez(f, **{k: v.numpy() for k, v in zip(names, (xtr, ytr, xte, yte))})
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache dir may be shared
     except OSError:  # a read-only cache only costs the decode next time
         pass
     return (xtr, ytr), (xte, yte)

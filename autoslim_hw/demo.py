@@ -39,7 +39,7 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
     settings = TrainSettings(
-        data=data, model=model, epochs=2 if quick else 12, batch_size=64, lr=0.1,
+        data=data, model=model, epochs=2 if quick else 10, batch_size=64, lr=0.05,
         input_size=16 if data == "digits" else None,  # digits are 8x8: 16px keeps the demo fast
         model_kwargs={"width_mult": 0.5} if model.startswith("mobilenet_v2") else {},
         limit=600 if quick else None, num_random=1 if quick else 2, eval_batches=5, seed=0,
