@@ -36,7 +36,11 @@ class DemoRow:
 
 def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar", quick: bool = False,
              console: Console | None = None) -> list[DemoRow]:
+    from .data import dataset_info
+    from .models import model_entry
+
     console = console or Console()
+    dataset_info(data), model_entry(model)  # bad names fail here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     settings = TrainSettings(
         data=data, model=model, epochs=2 if quick else 10, batch_size=64, lr=0.05,

@@ -63,6 +63,8 @@ def test_train_and_eval_bad_input(trained, tmp_path):
     assert_user_error(run_cli("train", "--data", "cifar10", "--data-dir", tmp_path, "--out", tmp_path / "y"),
                       "CIFAR-10 not found")
     assert not (tmp_path / "x" / "supernet.pt").exists()
+    assert_user_error(run_cli("demo", "--data", "nope", "--out", tmp_path / "demo"), "unknown dataset 'nope'")
+    assert not (tmp_path / "demo").exists()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x02garbage")
     assert_user_error(run_cli("eval", "--checkpoint", corrupt, "--width", "1.0"), "not a readable autoslim-hw checkpoint")
