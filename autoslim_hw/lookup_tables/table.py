@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,8 @@ class LatencyTable:
         self.metadata = metadata
         self.entries: dict[str, dict] = entries or {}
         self.calibrations: dict[str, dict] = calibrations or {}
-        self._ops_cache: dict[int, list[DeployedOp]] = {}
+        # weak keys: an id() key could be reused by another supernet after this one is freed
+        self._ops_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # --- file I/O ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -89,9 +91,9 @@ class LatencyTable:
         self.entries[sig.key] = {"sig": sig.to_dict(), "median_ms": median_ms, "p10_ms": p10_ms, "p90_ms": p90_ms}
 
     def _ops(self, supernet: Supernet) -> list[DeployedOp]:
-        if id(supernet) not in self._ops_cache:
-            self._ops_cache[id(supernet)] = deployed_ops(supernet)
-        return self._ops_cache[id(supernet)]
+        if supernet not in self._ops_cache:
+            self._ops_cache[supernet] = deployed_ops(supernet)
+        return self._ops_cache[supernet]
 
     def layer_sum(self, supernet: Supernet, config: ChannelConfig) -> tuple[float, list[str]]:
         total, estimated = 0.0, []
