@@ -1,0 +1,81 @@
+"""LiteRT (TFLite) on the CPU with its default XNNPACK delegate, fixed thread counts.
+
+Files are written by `tflite_writer` without any converter package; a model with
+an op the writer lacks falls back to litert-torch when it is installed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_path
+from ..errors import UnsupportedOperationError
+from .base import Backend
+from .tflite_writer import NHWC_DESCRIPTION, write_tflite
+
+
+class LiteRTBackend(Backend):
+    name = "litert"
+    suffix = ".tflite"
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("ai-edge-litert")
+
+    def convert(self, model, input_shapes, path) -> str:
+        try:
+            return str(write_tflite(model, list(input_shapes), path))
+        except UnsupportedOperationError as e:
+            try:
+                import litert_torch
+            except ImportError:
+                raise UnsupportedOperationError(
+                    f"{e}; install the converter for other ops: pip install 'autoslim-hw[convert]'") from e
+        import torch
+
+        sample = tuple(torch.randn(s) for s in input_shapes)
+        with atomic_path(path, suffix=".tflite") as tmp:
+            litert_torch.convert(model.eval(), sample).export(tmp)
+        return str(path)
+
+    def interpreter(self, path: str | os.PathLike, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=str(path), num_threads=threads)  # XNNPACK is applied by default
+        interp.allocate_tensors()
+        return interp
+
+    def load(self, path, threads: int = 1):
+        interp = self.interpreter(path, threads)
+        rng = np.random.default_rng(0)
+        feed = [(d["index"], rng.standard_normal(d["shape"]).astype(d["dtype"]))
+                for d in interp.get_input_details()]
+
+        def run():
+            for index, x in feed:  # copy the input in each run, as ONNX Runtime's session.run does
+                interp.set_tensor(index, x)
+            interp.invoke()
+
+        return run
+
+
+def _is_nhwc_file(path: str | os.PathLike) -> bool:
+    """Files from write_tflite say so; a converter's (the litert-torch fallback) keep PyTorch's layout."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    return fb.Model.GetRootAs(Path(path).read_bytes(), 0).Description() == NHWC_DESCRIPTION.encode()
+
+
+def run_tflite(path: str | os.PathLike, inputs_nchw: list[np.ndarray], threads: int = 1) -> np.ndarray:
+    """Run the file once on NCHW inputs and return its first output, 4-D outputs back in NCHW."""
+    interp = LiteRTBackend().interpreter(path, threads)
+    nhwc = _is_nhwc_file(path)
+    for d, x in zip(interp.get_input_details(), inputs_nchw, strict=True):
+        x = np.asarray(x, dtype=d["dtype"])
+        interp.set_tensor(d["index"], np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc and x.ndim == 4 else x)
+    interp.invoke()
+    y = interp.get_tensor(interp.get_output_details()[0]["index"])
+    return y.transpose(0, 3, 1, 2) if nhwc and y.ndim == 4 else y
