@@ -10,6 +10,10 @@ Conventions (the AutoSlim paper's, and the published MobileNet/ResNet counts):
 - peak_activation_bytes: float32 bytes of the tensors alive at once under a simple
   liveness model (a tensor lives from its producer to its last consumer).
 
+`memory_counts` adds per-layer bytes (parameters, input and output activations) and the
+parameter bytes as deployed, with each BN folded into its conv (what ONNX Runtime holds;
+compare `profilers.memory.profile_onnx_memory`).
+
 Spatial sizes do not depend on widths, so one shape pass per input size serves
 every config; counting a config is then arithmetic over the layer table.
 """
@@ -141,6 +145,65 @@ def count(supernet: Supernet, config: ChannelConfig | None = None, input_size=No
     allocated = {n.name for n in supernet.nodes if n.allocates or not n.inputs}
     features = sum(v for k, v in elements.items() if k in allocated)
     return Counts(macs, params, params + features, features, _peak_live(supernet, elements))
+
+
+@dataclass(frozen=True)
+class LayerMemory:
+    """Analytic float32 bytes of one slimmable layer at a config, batch 1."""
+
+    name: str
+    kind: str
+    param_bytes: int
+    input_bytes: int  # the activation the layer reads
+    output_bytes: int  # the activation it writes (BN: in place once folded)
+
+
+@dataclass(frozen=True)
+class MemoryCounts:
+    layers: tuple[LayerMemory, ...]
+    param_bytes: int  # params * 4, BN included (the `count` convention)
+    folded_param_bytes: int  # as deployed: each BN folded into the conv/linear before it
+    peak_activation_bytes: int  # = count(...).peak_activation_bytes
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def layer_memory(supernet: Supernet, config: ChannelConfig | None = None, input_size=None) -> list[LayerMemory]:
+    """Per slimmable layer: parameter bytes and input/output activation bytes."""
+    out = []
+    for c in layer_costs(supernet, config, input_size):
+        out.append(LayerMemory(c.name, c.kind, c.params * BYTES_PER_ELEMENT,
+                               c.cin * c.in_hw[0] * c.in_hw[1] * BYTES_PER_ELEMENT,
+                               c.cout * c.out_hw[0] * c.out_hw[1] * BYTES_PER_ELEMENT))
+    return out
+
+
+def memory_counts(supernet: Supernet, config: ChannelConfig | None = None, input_size=None) -> MemoryCounts:
+    """Analytic memory of a config: per-layer bytes, parameter bytes with and without BN
+    folding, and the liveness peak of the activations (see `count`).
+    Folding a BN into the conv (or linear) before it removes its scale and shift and
+    gives that layer a bias of `channels` elements unless it had one already."""
+    counts = count(supernet, config, input_size)
+    costs = layer_costs(supernet, config, input_size)
+    layers = layer_memory(supernet, config, input_size)
+    slot_of_node = {name.replace(".", "_"): name for name in supernet.space.layers}
+    node_of_slot = {v: k for k, v in slot_of_node.items()}
+    nodes = {n.name: n for n in supernet.nodes}
+    folded = counts.params
+    for c in costs:
+        if c.kind != "bn":
+            continue
+        # the layer that wrote the BN's input, looking through views (no new tensor)
+        node = nodes.get(node_of_slot.get(c.name))
+        prev = node.inputs[0] if node is not None and node.inputs else None
+        while prev in nodes and prev not in slot_of_node and not nodes[prev].allocates and nodes[prev].inputs:
+            prev = nodes[prev].inputs[0]
+        src = slot_of_node.get(prev)
+        has_bias = src is not None and getattr(supernet.net.get_submodule(src), "bias", None) is not None
+        folded += (0 if has_bias else c.cin) - c.params
+    return MemoryCounts(tuple(layers), counts.params * BYTES_PER_ELEMENT, folded * BYTES_PER_ELEMENT,
+                        counts.peak_activation_bytes)
 
 
 def count_plain(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
