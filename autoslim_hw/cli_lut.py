@@ -49,7 +49,7 @@ def profile_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Complete an interrupted table: measure only what is missing.")] = False,
     runs: Annotated[int, typer.Option(help="Timed runs per round.")] = 20,
     rounds: Annotated[int, typer.Option(help="Rounds per op (median over all runs).")] = 3,
-    calibration: Annotated[int, typer.Option(help="Whole sub-networks measured for the end-to-end calibration.")] = 10,
+    calibration: Annotated[int, typer.Option(help="Whole sub-networks measured for the end-to-end calibration.")] = 24,
 ):
     """Build a per-layer latency lookup table for a model's whole search space.
 
@@ -86,6 +86,10 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
     for key, cal in t.calibrations.items():
         console.print(f"calibration {key}: measured = {cal['slope']:.3f} x sum + {cal['intercept']:.3f} ms "
                       f"(r2 {cal['r2']:.3f}, {cal['samples']} networks)")
+        if "coef" in cal:
+            terms = " + ".join(f"{c:.3f} x {g}" for g, c in cal["coef"].items())
+            console.print(f"  per op group: measured = {terms} + {cal['coef_intercept']:.3f} ms "
+                          f"(r2 {cal['coef_r2']:.3f}); predictions use this fit")
 
 
 @lut_app.command("list")
@@ -158,3 +162,108 @@ def _scatter(result: dict, path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --- phones: bundle -> run on the phone -> import ------------------------------------------------
+
+def _say(text: str) -> None:
+    """One unwrapped line (paths and commands stay copy-pastable), no markup."""
+    console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+@lut_app.command("bundle")
+def lut_bundle(
+    out: Annotated[Path, typer.Option(help="Directory to write the bundle to (must not exist, or be empty).")],
+    model: Annotated[str, typer.Option(help="Built-in model whose search space to bundle.")] = "mobilenet_v2",
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Bundle the model of this checkpoint instead.")] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Input resolution (default: the model's).")] = None,
+    width_mult: Annotated[Optional[float], typer.Option(help="Base width multiplier (MobileNetV2 models).")] = None,
+    runtime: Annotated[str, typer.Option(help="litert: TFLite files for benchmark_model.")] = "litert",
+    warmup_runs: Annotated[int, typer.Option(help="benchmark_model --warmup_runs.")] = 10,
+    num_runs: Annotated[int, typer.Option(help="benchmark_model --num_runs (it also runs at least --min-secs).")] = 50,
+    min_secs: Annotated[float, typer.Option(help="benchmark_model --min_secs: timed runs last at least this long.")] = 1.0,
+    warmup_min_secs: Annotated[float, typer.Option(help="benchmark_model --warmup_min_secs.")] = 0.5,
+    calibration: Annotated[int, typer.Option(help="Whole sub-networks for the end-to-end calibration.")] = 10,
+    validation: Annotated[int, typer.Option(help="Whole sub-networks held out to measure the table's accuracy.")] = 10,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle at --out (its results/ too).")] = False,
+):
+    """Write a bundle to build a lookup table on a phone: one .tflite per layer signature.
+
+    The bundle holds models/ (every signature of the search space as a single-op model, plus
+    --calibration and --validation whole sub-networks), manifest.json, and run_on_device.sh,
+    which pushes them to an Android phone attached by adb and runs TFLite's benchmark_model on
+    each, one thread pinned to one core, saving results/ (resumable: run it again to go on).
+    Then `autoslim-hw lut import` turns results/ into a table.
+
+    Example: autoslim-hw lut bundle --model mobilenet_v2 --input-size 224 --out bundle/
+    """
+    from .lookup_tables.bundle import BundleSettings, write_bundle
+
+    supernet = _supernet(model, input_size, width_mult, checkpoint)
+    settings = BundleSettings(warmup_runs=warmup_runs, num_runs=num_runs, min_secs=min_secs,
+                              warmup_min_secs=warmup_min_secs)
+    manifest = write_bundle(supernet, out, runtime=runtime, settings=settings, calibration=calibration,
+                            validation=validation, force=force, progress=True)
+    n_ops, n_nets = len(manifest["models"]), len(manifest["networks"])
+    _say(f"wrote {out}: {n_ops} single-op models and {n_nets} networks (bundle {manifest['bundle_id']})")
+    _say(f"next, with the phone attached: BENCHMARK_MODEL=/path/to/benchmark_model sh {out / 'run_on_device.sh'}"
+                  f"  (sh {out / 'run_on_device.sh'} --help tells where to get benchmark_model)")
+
+
+@lut_app.command("run-local")
+def lut_run_local(
+    bundle: Annotated[Path, typer.Argument(help="A bundle written by `autoslim-hw lut bundle`.")],
+    out: Annotated[Path, typer.Option(help="Results directory (complete results in it are kept: resumable).")],
+    threads: Annotated[int, typer.Option(help="Interpreter threads (phone tables use 1).")] = 1,
+):
+    """Run a bundle on this computer with the LiteRT interpreter, as the phone would.
+
+    Writes one file per model in benchmark_model's output format, and device.txt, so
+    `autoslim-hw lut import` reads them like a phone's results: a dry run of the phone
+    workflow, or a litert table of this host. Pinned to one core.
+
+    Example: autoslim-hw lut run-local bundle/ --out bundle/results-host
+    """
+    from .lookup_tables.bundle import run_bundle_locally
+
+    n = run_bundle_locally(bundle, out, threads=threads, progress=True)
+    _say(f"measured {n} models; results in {out}; next: autoslim-hw lut import {out} --bundle {bundle} "
+                  "--device <name> --out <name>.json")
+
+
+@lut_app.command("import")
+def lut_import(
+    results: Annotated[Path, typer.Argument(help="The results/ directory run_on_device.sh (or run-local) wrote.")],
+    bundle: Annotated[Path, typer.Option(help="The bundle the results were measured from.")],
+    device: Annotated[str, typer.Option(help="A short name for the phone, e.g. pixel-7 (the table's device name).")],
+    out: Annotated[Path, typer.Option(help="Table file to write (.json or .json.gz).")],
+    description: Annotated[Optional[str], typer.Option(help="Free text (default: model, SoC, Android version, core).")] = None,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Import although some results are missing or failed.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+):
+    """Turn a phone's benchmark_model results into a latency lookup table.
+
+    Each layer signature gets benchmark_model's median (its mean in builds that print no
+    median) of the timed runs; the bundle's calibration networks give the end-to-end
+    calibration and its validation networks are predicted and compared with their measured
+    latency (MAPE, Kendall's tau), reported here and kept in the table's metadata.
+
+    Example: autoslim-hw lut import bundle/results --bundle bundle/ --device pixel-7 --out luts/pixel-7.json
+    """
+    from .lookup_tables.bundle import import_results
+
+    table = import_results(bundle, results, device, out, description=description, allow_partial=allow_partial,
+                           force=force)
+    md = table.metadata
+    info = md["bundle"]
+    _say(f"wrote {out}: {len(table.entries)} signatures from {md['device']['description']} "
+                  f"({info['measured']}/{info['total']} results"
+                  + (f", {len(info['missing'])} missing, {len(info['failed'])} failed" if info["missing"] or info["failed"] else "")
+                  + ")")
+    for key, cal in table.calibrations.items():
+        _say(f"calibration {key}: measured = {cal['slope']:.3f} x sum + {cal['intercept']:.3f} ms "
+                      f"(r2 {cal['r2']:.3f}, {cal['samples']} networks)")
+    v = md.get("validation")
+    if v:
+        _say(f"validation on {v['samples']} held-out networks: MAPE {v['mape']:.2f}%  max {v['max_error']:.2f}%  "
+                      f"within 10%: {v['within_10pct']:.0%}  Kendall tau {v['kendall_tau']:.3f}")

@@ -136,7 +136,7 @@ def test_backend_converts_and_measures(tmp_path, monkeypatch):
     model, shapes = single_op_model(Signature("conv", 16, 16, 8, 16, kernel=3, padding=1, act="relu"))
     path = backend.convert(model, shapes, tmp_path / "op.tflite")
     lat = backend.measure(path, MeasureSettings(warmup=2, runs=5, rounds=2))
-    assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms and lat.runs == 10
+    assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms and lat.runs >= 10  # more when 5 runs take < min_round_s
     monkeypatch.setitem(sys.modules, "litert_torch", None)  # as if the converter extra were not installed
     with pytest.raises(UnsupportedOperationError, match=r"pip install 'autoslim-hw\[convert\]'"):
         backend.convert(nn.Sequential(nn.Sigmoid()), [(1, 4, 8, 8)], tmp_path / "s.tflite")

@@ -14,11 +14,12 @@ from torch import nn
 from .. import __version__
 from ..errors import UserError
 from ..export import materialize
+from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
 from ..profilers.base import Backend, MeasureSettings, pinned_to_core
 from ..profilers.devices import DeviceSpec, measurement_core
 from .signatures import Signature, enumerate_signatures
-from .table import LatencyTable, model_key
+from .table import LatencyTable, fit_calibration, model_key
 
 _ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "sigmoid": nn.Sigmoid}
 
@@ -58,6 +59,7 @@ def new_table(device: DeviceSpec, backend: Backend, settings: MeasureSettings) -
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool_version": __version__,
         "settings": {"warmup": settings.warmup, "runs": settings.runs, "rounds": settings.rounds},
+        "op_timing": backend.op_timing,  # kernel: the runtime's per-node timers; wall: whole single-op runs
         "models": [],
     })
 
@@ -66,11 +68,11 @@ def measure_signature(backend: Backend, sig: Signature, workdir: Path, settings:
     model, shapes = single_op_model(sig)
     path = workdir / f"op{backend.suffix}"
     backend.convert(model, shapes, path)
-    return backend.measure(path, settings, threads)
+    return backend.measure_op(path, settings, threads)
 
 
 def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: Path, resume: bool = False,
-                settings: MeasureSettings = MeasureSettings(), calibration_samples: int = 10,
+                settings: MeasureSettings = MeasureSettings(), calibration_samples: int = 24,
                 save_every: int = 25, progress: bool = True) -> LatencyTable:
     out = Path(out)
     if out.exists() and not resume:
@@ -115,27 +117,33 @@ def measure_network(supernet: Supernet, config, backend: Backend, workdir: Path,
 
 
 def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
-    """The smallest, the largest and random configs between: a calibration spread over the range."""
+    """The smallest, the largest and random configs between: a calibration spread over the range.
+    Half are drawn around a random overall width (what a search trajectory passes through),
+    half uniformly per unit (what `lut validate` draws)."""
     rng = random.Random(seed)
     space = supernet.space
     configs = [space.smallest(), space.largest()]
     while len(configs) < n:
-        configs.append(space.sample(rng))
+        if len(configs) % 2:
+            configs.append(space.sample(rng))
+            continue
+        level = rng.random()
+        widths = {}
+        for u in space.free_units:
+            i = round(level * (len(u.options) - 1) + rng.gauss(0, 1.5))
+            widths[u.name] = u.options[min(max(i, 0), len(u.options) - 1)]
+        configs.append(ChannelConfig(widths))
     return configs[:n]
 
 
 def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,
               workdir: Path, settings: MeasureSettings) -> dict:
-    """Fit measured = slope * layer_sum + intercept on `samples` whole sub-networks."""
-    from scipy.stats import linregress
-
-    xs, ys = [], []
+    """Fit measured whole-network latency against the layer sums on `samples` sub-networks."""
+    sums, measured = [], []
     for cfg in sample_configs(supernet, max(samples, 2), seed=12345):
-        xs.append(table.layer_sum(supernet, cfg)[0])
-        ys.append(measure_network(supernet, cfg, backend, workdir, settings, device.threads))
-    fit = linregress(xs, ys)
-    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue ** 2),
-            "samples": len(xs)}
+        sums.append(table.layer_sums(supernet, cfg)[0])
+        measured.append(measure_network(supernet, cfg, backend, workdir, settings, device.threads))
+    return fit_calibration(sums, measured)
 
 
 def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,

@@ -95,23 +95,30 @@ class LatencyTable:
             self._ops_cache[supernet] = deployed_ops(supernet)
         return self._ops_cache[supernet]
 
-    def layer_sum(self, supernet: Supernet, config: ChannelConfig) -> tuple[float, list[str]]:
-        total, estimated = 0.0, []
+    def layer_sums(self, supernet: Supernet, config: ChannelConfig) -> tuple[dict[str, float], list[str]]:
+        """Summed per-layer latency by op group (conv, dwconv, other), and the interpolated keys."""
+        sums, estimated = {g: 0.0 for g in OP_GROUPS}, []
         for sig in config_signatures(supernet, config, self._ops(supernet)):
             entry = self.entries.get(sig.key)
             if entry is not None:
-                total += entry["median_ms"]
+                ms = entry["median_ms"]
             else:
-                total += self.interpolate(sig)
+                ms = self.interpolate(sig)
                 estimated.append(sig.key)
-        return total, estimated
+            sums[op_group(sig.op)] += ms
+        return sums, estimated
+
+    def layer_sum(self, supernet: Supernet, config: ChannelConfig) -> tuple[float, list[str]]:
+        sums, estimated = self.layer_sums(supernet, config)
+        return sum(sums.values()), estimated
 
     def predict(self, supernet: Supernet, config: ChannelConfig) -> Prediction:
-        raw, estimated = self.layer_sum(supernet, config)
+        sums, estimated = self.layer_sums(supernet, config)
+        raw = sum(sums.values())
         cal = self.calibrations.get(model_key(supernet))
         if cal is None:
             return Prediction(raw, raw, estimated, False)
-        return Prediction(cal["slope"] * raw + cal["intercept"], raw, estimated, True)
+        return Prediction(apply_calibration(cal, sums), raw, estimated, True)
 
     def interpolate(self, sig: Signature) -> float:
         """Estimate an unmeasured signature from measured ones of the same op, size, kernel,
@@ -141,6 +148,44 @@ class LatencyTable:
 
         sigs = enumerate_signatures(supernet, self._ops(supernet))
         return sum(s.key in self.entries for s in sigs), len(sigs)
+
+
+OP_GROUPS = ("conv", "dwconv", "other")
+
+
+def op_group(op: str) -> str:
+    return op if op in ("conv", "dwconv") else "other"
+
+
+def apply_calibration(cal: dict, sums: dict[str, float]) -> float:
+    """Calibrated latency from per-group layer sums. A per-group fit ("coef") weighs convs,
+    depthwise convs and the rest separately: alone, each kind of op runs at its own distance
+    from its speed inside a network (data layout, cache reuse between layers). Older tables and
+    imported phone tables carry one slope for the whole sum."""
+    if "coef" in cal:
+        return sum(cal["coef"][g] * sums.get(g, 0.0) for g in OP_GROUPS) + cal["coef_intercept"]
+    return cal["slope"] * sum(sums.values()) + cal["intercept"]
+
+
+def fit_calibration(sums: list[dict[str, float]], measured: list[float]) -> dict:
+    """measured ~ slope * sum + intercept (always, for display), and, with enough networks and
+    a fit whose weights are all positive, measured ~ sum_g coef_g * sum_g + intercept."""
+    import numpy as np
+    from scipy.stats import linregress
+
+    totals = [sum(s.values()) for s in sums]
+    fit = linregress(totals, measured)
+    out = {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue ** 2),
+           "samples": len(measured)}
+    x = np.array([[s.get(g, 0.0) for g in OP_GROUPS] + [1.0] for s in sums])
+    y = np.array(measured)
+    if len(measured) >= 3 * (len(OP_GROUPS) + 1) and np.linalg.matrix_rank(x) == x.shape[1]:
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        if (coef[:-1] > 0).all():
+            resid = y - x @ coef
+            out.update(coef={g: float(c) for g, c in zip(OP_GROUPS, coef)}, coef_intercept=float(coef[-1]),
+                       coef_r2=float(1 - (resid ** 2).sum() / ((y - y.mean()) ** 2).sum()))
+    return out
 
 
 def _family(sig: dict) -> tuple:

@@ -31,19 +31,28 @@ class MeasureSettings:
     warmup: int = 10
     runs: int = 20  # timed runs per round
     rounds: int = 3  # rounds are interleaved across models by callers that compare
+    min_round_s: float = 0.05  # a round runs at least this long: more runs for sub-millisecond models
 
 
 def summarize(times_s: list[float]) -> Latency:
-    ms = sorted(t * 1e3 for t in times_s)
+    return summarize_ms([t * 1e3 for t in times_s])
+
+
+def summarize_ms(ms: list[float]) -> Latency:
+    ms = sorted(ms)
+    if not ms:
+        raise ValueError("no timed runs")
     q = statistics.quantiles(ms, n=10) if len(ms) >= 2 else [ms[0]] * 9
     return Latency(statistics.median(ms), q[0], q[-1], len(ms))
 
 
-def time_runs(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
+def time_runs(fn: Callable[[], object], warmup: int, runs: int, min_time_s: float = 0.0) -> list[float]:
+    """At least `runs` timed runs and at least `min_time_s` of them, after `warmup` untimed runs."""
     for _ in range(warmup):
         fn()
     out = []
-    for _ in range(runs):
+    start = time.perf_counter()
+    while len(out) < runs or time.perf_counter() - start < min_time_s:
         t = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t)
@@ -88,13 +97,24 @@ class Backend:
         run = self.load(path, threads)
         times = []
         for _ in range(settings.rounds):
-            times += time_runs(run, settings.warmup, settings.runs)
+            times += time_runs(run, settings.warmup, settings.runs, settings.min_round_s)
         return summarize(times)
+
+
+    # how `measure_op` times a single op: "wall" (whole session runs) or "kernel" (the
+    # runtime's own per-node timers, without the per-call overhead a network pays once)
+    op_timing: str = "wall"
+
+    def measure_op(self, path: str | os.PathLike, settings: MeasureSettings = MeasureSettings(),
+                   threads: int = 1) -> Latency:
+        """Latency of a single-op file as the op costs inside a network (default: wall clock)."""
+        return self.measure(path, settings, threads)
 
 
 # module and class names as strings: a runtime is imported only when asked for
 _BACKENDS = {
     "onnxruntime": ("autoslim_hw.profilers.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "litert": ("autoslim_hw.profilers.litert_backend", "LiteRTBackend"),
 }
 
 

@@ -1,12 +1,15 @@
 """ONNX Runtime on the CPU: legacy exporter, graph optimizations on, fixed thread counts."""
 from __future__ import annotations
 
+import bisect
+import json
 import os
+import tempfile
 
 import numpy as np
 
 from ..export import export_onnx
-from .base import Backend
+from .base import Backend, Latency, MeasureSettings, summarize_ms
 
 
 class OnnxRuntimeBackend(Backend):
@@ -21,7 +24,10 @@ class OnnxRuntimeBackend(Backend):
     def convert(self, model, input_shapes, path) -> str:
         return str(export_onnx(model, path, list(input_shapes)))
 
-    def session(self, path: str | os.PathLike, threads: int = 1, profile: bool = False):
+    op_timing = "kernel"
+
+    def session(self, path: str | os.PathLike, threads: int = 1, profile: bool = False,
+                profile_prefix: str | None = None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -30,11 +36,44 @@ class OnnxRuntimeBackend(Backend):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.enable_profiling = profile
+        if profile_prefix is not None:
+            opts.profile_file_prefix = profile_prefix
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def load(self, path, threads: int = 1):
         sess = self.session(path, threads)
-        rng = np.random.default_rng(0)
-        feed = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
-                for i in sess.get_inputs()}
+        feed = _random_feed(sess)
         return lambda: sess.run(None, feed)
+
+    def measure_op(self, path, settings: MeasureSettings = MeasureSettings(), threads: int = 1) -> Latency:
+        """Kernel time of a single-op model from ONNX Runtime's profiler: per run, the sum of the
+        durations of its compute nodes. A whole session run of a one-op model also pays the
+        call overhead, the input copy and NCHWc layout reorders around the op, which inside a
+        network are paid once or not at all; summing wall-clock single-op times overcounts those
+        64 times for MobileNetV2 (see benchmarks/RESULTS.md)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            sess = self.session(path, threads, profile=True, profile_prefix=os.path.join(tmp, "ort"))
+            feed = _random_feed(sess)
+            for _ in range(settings.rounds * settings.runs + settings.warmup):
+                sess.run(None, feed)
+            with open(sess.end_profiling()) as f:
+                events = json.load(f)
+        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                      if e.get("cat") == "Session" and e.get("name") == "model_run")[settings.warmup:]
+        sums = [0.0] * len(runs)
+        starts = [r[0] for r in runs]
+        for e in events:
+            if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+                continue
+            if e.get("args", {}).get("op_name", "").startswith("Reorder"):
+                continue  # layout changes at the op's borders: inside a network they mostly vanish
+            i = bisect.bisect_right(starts, e["ts"]) - 1
+            if i >= 0 and e["ts"] <= runs[i][1]:
+                sums[i] += e["dur"] / 1e3
+        return summarize_ms(sums)
+
+
+def _random_feed(sess) -> dict:
+    rng = np.random.default_rng(0)
+    return {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+            for i in sess.get_inputs()}
