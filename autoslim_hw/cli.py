@@ -251,8 +251,12 @@ def demo_cmd(
     model: Annotated[str, typer.Option(help="Built-in model.")] = "mobilenet_v2_cifar",
     quick: Annotated[bool, typer.Option("--quick", help="A smoke run of about a minute.")] = False,
 ):
-    """The pipeline end to end on bundled data: train a supernet, evaluate and count
-    configs, export them to ONNX and time them on one CPU core, write report.md."""
+    """The pipeline end to end on bundled data: train a supernet, build (or load) this host's
+    latency lookup table, search channel counts for three latency targets, export the selected
+    subnets to ONNX, measure them on one CPU core next to uniform-width baselines, write report.md.
+
+    Interrupted? Run the same command again: every stage resumes.
+    """
     from .demo import run_demo
 
     run_demo(out, data=data, model=model, quick=quick, console=console)
@@ -263,6 +267,14 @@ from .cli_lut import devices_cmd, lut_app, profile_cmd  # noqa: E402  (commands 
 app.command("devices")(devices_cmd)
 app.command("profile")(profile_cmd)
 app.add_typer(lut_app, name="lut")
+
+from .cli_search import search_cmd  # noqa: E402
+
+app.command("search")(search_cmd)
+
+from .cli_export import export_cmd  # noqa: E402
+
+app.command("export")(export_cmd)
 
 
 def main() -> None:

@@ -296,10 +296,29 @@ class _Run:
 
 
 def _read_arch(path: str, supernet: Supernet) -> ChannelConfig:
+    """A channel config JSON, or `SEARCH.json:N`: target N of an `autoslim-hw search` result."""
+    target = None
+    if not Path(path).is_file() and ":" in path and path.rsplit(":", 1)[1].isdigit():
+        path, target = path.rsplit(":", 1)[0], int(path.rsplit(":", 1)[1])
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"--arch {path} does not exist; pass a channel config JSON from `autoslim-hw search`")
-    return ChannelConfig.from_json(p.read_text(), supernet.space, strict=False)
+        raise UserError(f"--arch {path} does not exist; pass a channel config JSON, or SEARCH.json:N for "
+                        "target N of an `autoslim-hw search` result")
+    text = p.read_text()
+    if '"autoslim-hw/search"' in text:
+        from .search import load_result
+
+        targets = load_result(p)["targets"]
+        met = [i for i, t in enumerate(targets) if t.get("met")]
+        if target is None:
+            if len(targets) != 1:
+                raise UserError(f"--arch {path} holds {len(targets)} targets; pick one as {path}:N "
+                                f"(met: {', '.join(map(str, met)) or 'none'})")
+            target = 0
+        if target not in met:
+            raise UserError(f"--arch {path}:{target}: no such met target (met: {', '.join(map(str, met)) or 'none'})")
+        return ChannelConfig.from_dict(targets[target]["config"], supernet.space, strict=False)
+    return ChannelConfig.from_json(text, supernet.space, strict=False)
 
 
 def _log_json(path: Path, record: dict) -> None:

@@ -93,6 +93,7 @@ class Supernet(nn.Module):
         self.spec = spec
         self._nodes = nodes
         self._spatial_cache: dict[tuple[int, ...], dict[str, tuple]] = {}
+        self._modules_by_slot: list | None = None
         self.config = space.largest()
         self.set_config(self.config)
 
@@ -103,8 +104,9 @@ class Supernet(nn.Module):
         """Activate `config` (any width in [1, max]; `strict` demands the search grid)."""
         config = self.space.validate(config, strict=strict)
         widths = self.space.widths(config)
-        for slot in self.space.layers.values():
-            module = self.net.get_submodule(slot.name)
+        if self._modules_by_slot is None:  # get_submodule walks the tree: resolve once
+            self._modules_by_slot = [(slot, self.net.get_submodule(slot.name)) for slot in self.space.layers.values()]
+        for slot, module in self._modules_by_slot:
             active_in, active_out = slot_widths(slot, widths)
             index = None
             if len(slot.in_segments) > 1:

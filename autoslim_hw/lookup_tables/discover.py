@@ -1,0 +1,49 @@
+"""Find the lookup table for a model on a device: the tables shipped in the package first,
+then the ones `autoslim-hw profile` wrote under ./luts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from ..nn.supernet import Supernet
+from .table import LatencyTable, model_key
+
+SHIPPED = Path(__file__).parent / "data"
+
+
+def table_dirs() -> list[Path]:
+    return [SHIPPED, Path("luts")]
+
+
+def default_table_path(supernet: Supernet, device: str, runtime: str) -> Path:
+    """Where `autoslim-hw profile` writes a model's table by default."""
+    spec = supernet.spec
+    return Path("luts") / f"{spec.arch}-{spec.input_size}-{device}-{runtime}.json"
+
+
+def find_table(supernet: Supernet, device: str, runtime: str) -> Path | None:
+    """A table for this device and runtime that was profiled for this exact model
+    (architecture, widths and input size), or None."""
+    key = model_key(supernet)
+    for folder in table_dirs():
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.json*")):
+            try:
+                md = LatencyTable.load(path).metadata
+            except UserError:
+                continue  # not a table (or a broken one): it cannot be the one asked for
+            if (md.get("device", {}).get("name"), md.get("runtime")) == (device, runtime) and \
+                    key in [m.get("key") for m in md.get("models", [])]:
+                return path
+    return None
+
+
+def check_table_model(table: LatencyTable, supernet: Supernet, path: Path, profile_hint: str,
+                      allow_mismatch: bool = False) -> None:
+    """A table profiled for another model (or input size) predicts from the wrong layers."""
+    key = model_key(supernet)
+    have = [m.get("key") for m in table.metadata.get("models", [])]
+    if key not in have and not allow_mismatch:
+        raise UserError(f"lookup table {path} was profiled for {', '.join(have) or 'no model'}, not for {key}; "
+                        f"build one with `{profile_hint}` or pass --allow-mismatch")
