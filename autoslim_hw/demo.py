@@ -1,119 +1,242 @@
-"""`autoslim-hw demo`: the pipeline end to end on bundled data, in minutes.
+"""`autoslim-hw demo`: the whole pipeline on bundled data, in minutes.
 
-What runs today: train a small MobileNetV2-CIFAR supernet on scikit-learn's
-digits (offline), evaluate configs of several widths after BN recalibration,
-count them, export each to ONNX and measure it on one pinned CPU core with
-ONNX Runtime, and write `report.md` with a plot.
+1. train a small MobileNetV2-CIFAR supernet on scikit-learn's digits (offline);
+2. load this host's cpu-1core ONNX Runtime lookup table for it, or profile one;
+3. validate the table on a few random sub-networks;
+4. run one greedy search for three latency targets spread over the achievable range;
+5. export each selected config to ONNX, measure its real single-core latency and its
+   accuracy, next to the uniform-width config of the same predicted budget;
+6. write `report.md` with the plots.
+
+Every stage resumes: run the demo again after an interruption and it goes on.
 """
 from __future__ import annotations
 
 import json
-import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from .counting import count
 from ._io import atomic_write_bytes
 from .export import materialize
 from .profilers import MeasureSettings, get_backend, pinned_to_core
 from .profilers.devices import measurement_core
 from .train import TrainSettings, evaluate_config, train
 
+DEVICE, RUNTIME = "cpu-1core", "onnxruntime"
+
 
 @dataclass
 class DemoRow:
-    name: str
+    name: str  # "target 0" or "uniform 0.70x"
+    limit_ms: float | None  # the latency target it was chosen for
+    predicted_ms: float
+    measured_ms: float
     macs: int
     params: int
-    memory: int
-    top1: float
-    latency_ms: float
+    memory: int  # bytes
+    top1: float  # validation split, BN recalibrated
     onnx_bytes: int
 
 
+def demo_settings(data: str, model: str, quick: bool) -> TrainSettings:
+    return TrainSettings(
+        data=data, model=model, epochs=3 if quick else 12, batch_size=64, lr=0.03, warmup_epochs=0.5,  # sandwich gradients add up: a plain run's lr/3
+        input_size=16 if data == "digits" else None,  # digits are 8x8: 16px keeps the demo fast
+        model_kwargs={"width_mult": 0.35} if model.startswith("mobilenet_v2") else {},
+        limit=600 if quick else None, num_random=1, eval_batches=5, seed=0,
+    )
+
+
 def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar", quick: bool = False,
-             console: Console | None = None) -> list[DemoRow]:
+             console: Console | None = None) -> dict:
     from .data import dataset_info
     from .models import model_entry
 
     console = console or Console()
     dataset_info(data), model_entry(model)  # bad names fail here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    settings = TrainSettings(
-        data=data, model=model, epochs=2 if quick else 10, batch_size=64, lr=0.05,
-        input_size=16 if data == "digits" else None,  # digits are 8x8: 16px keeps the demo fast
-        model_kwargs={"width_mult": 0.5} if model.startswith("mobilenet_v2") else {},
-        limit=600 if quick else None, num_random=1 if quick else 2, eval_batches=5, seed=0,
-    )
-    resume = (out / "supernet.pt").exists()
-    console.rule("1/3 train the supernet (sandwich rule + inplace distillation)")
-    train(settings, out, resume=resume)
+    settings = demo_settings(data, model, quick)
+    console.rule("1/5 train the supernet (sandwich rule + inplace distillation)")
+    train(settings, out, resume=(out / "supernet.pt").exists())
 
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .data import load_splits, make_loader
 
     supernet, _, _ = model_from_checkpoint(load_checkpoint(out / "supernet.pt"))
-    splits = load_splits(data, input_size=supernet.spec.input_size, seed=0, limit=settings.limit)
+    splits = load_splits(data, input_size=supernet.spec.input_size, seed=settings.seed,
+                         search_size=settings.search_size, limit=settings.limit)
     calib = make_loader(splits.train_eval, 64, shuffle=True, seed=0)
     val = make_loader(splits.val, 256, shuffle=False)
+    measure = MeasureSettings(warmup=5, runs=20, rounds=3)
 
-    console.rule("2/3 evaluate configs (BN recalibrated) and measure them on one core")
+    console.rule("2/5 latency lookup table (this host, one core, ONNX Runtime)")
+    table, lut_path = _lookup_table(supernet, out, quick, console)
+    console.rule("3/5 validate the table on random sub-networks")
+    validation = _validate(table, supernet, out, lut_path, 6 if quick else 12, measure)
+    console.print(f"MAPE {validation['mape']:.1f}%, within 10%: {validation['within_10pct']:.0%}, "
+                  f"Kendall tau {validation['kendall_tau']:.2f} on {validation['samples']} networks")
+
+    console.rule("4/5 greedy search for three latency targets")
+    result, targets = _search(supernet, table, lut_path, splits, out, quick, console)
+
+    console.rule("5/5 export the selected configs and measure them")
+    rows = _export_and_measure(supernet, table, result, targets, calib, val, settings, out, measure, console)
+    _print_rows(rows, console)
+    summary = {"rows": [asdict(r) for r in rows], "validation": validation, "lut": str(lut_path),
+               "search": str(out / "search.json")}
+    _write_report(out, rows, settings, result, validation, lut_path)
+    atomic_write_bytes(out / "demo.json", (json.dumps(summary, indent=1) + "\n").encode())
+    console.print(f"report: {out / 'report.md'}")
+    return summary
+
+
+def _lookup_table(supernet, out: Path, quick: bool, console: Console):
+    """A table measured on this very CPU: a shipped one when the CPU model matches, else profiled."""
+    from .lookup_tables import LatencyTable
+    from .lookup_tables.build import build_table
+    from .lookup_tables.discover import find_table
+    from .profilers.devices import cpu_model, get_device
+
+    path = out / "lut.json"
+    found = find_table(supernet, DEVICE, RUNTIME)
+    if found is not None and not path.exists():
+        table = LatencyTable.load(found)
+        if table.metadata.get("cpu_model") == cpu_model():
+            console.print(f"using the shipped table {found} (measured on this CPU model)")
+            return table, found
+        console.print(f"the shipped table {found.name} was measured on {table.metadata.get('cpu_model')}; "
+                      f"profiling this host ({cpu_model()}) instead")
+    settings = MeasureSettings(warmup=3, runs=10, rounds=2) if quick else MeasureSettings(warmup=5, runs=20, rounds=3)
+    table = build_table(supernet, get_backend(RUNTIME), get_device(DEVICE), path, resume=path.exists(),
+                        settings=settings, calibration_samples=12 if quick else 24)
+    return table, path
+
+
+def _validate(table, supernet, out: Path, lut_path: Path, samples: int, measure: MeasureSettings) -> dict:
+    from .cli_lut import _scatter
+    from .lookup_tables.build import validate_table
+    from .profilers.devices import get_device
+
+    result = validate_table(table, supernet, get_backend(RUNTIME), get_device(DEVICE), samples, measure)
+    _scatter(result, out / "lut_validation.png", f"{supernet.spec.arch} on {DEVICE} ({RUNTIME})")
+    return {k: v for k, v in result.items()}
+
+
+def _search(supernet, table, lut_path: Path, splits, out: Path, quick: bool, console: Console):
+    from . import search as S
+    from .data import make_loader
+
+    costs = S.CostModel(supernet, table)
+    top, bottom = costs(supernet.space.largest())["latency_ms"], costs(supernet.space.smallest())["latency_ms"]
+    # three targets spread over the upper part of the range (the lower part takes many more steps)
+    fractions = (0.9, 0.82, 0.75) if quick else (0.75, 0.6, 0.45)
+    targets = [S.Target.of(latency_ms=round(bottom + f * (top - bottom), 4)) for f in fractions]
+    console.print("targets: " + "; ".join(t.describe() for t in targets)
+                  + f" (the range is {bottom:.3f} to {top:.3f} ms)")
+    batch = 32 if quick else 96  # BN statistics per batch of held-out images
+    data = [b for _, b in zip(range(1), make_loader(splits.search, batch, shuffle=False))]
+    evaluator = S.Evaluator(supernet, data)
+    header = {"model": supernet.spec.to_dict(), "checkpoint": {"path": str(out / "supernet.pt")},
+              "lut": {"path": str(lut_path), "sha256": S.file_digest(lut_path),
+                      "device": DEVICE, "runtime": RUNTIME},
+              "settings": {"criterion": "drop", "bn": "batch", "batch_size": batch, "batches": 1}}
+    path = out / "search.json"
+    previous = None
+    if path.exists():
+        previous = S.load_result(path)
+        if any(previous.get(k) != header[k] for k in ("model", "lut", "settings")):
+            previous = None  # another table or setup: start over
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("searching", total=None)
+
+        def on_step(step: dict) -> None:
+            bar.update(task, description=f"step {step['step']}: top-1 {step['accuracy']:.1f}%, "
+                                         f"{step['latency_ms']:.3f} ms")
+
+        result = S.greedy_search(supernet, evaluator, costs, targets, path, header, resume_from=previous,
+                                 on_step=on_step)
+    from .cli_search import _plots
+
+    _plots(supernet, result, path)
+    return result, targets
+
+
+def _export_and_measure(supernet, table, result: dict, targets, calib, val, settings: TrainSettings, out: Path,
+                        measure: MeasureSettings, console: Console) -> list[DemoRow]:
+    from .counting import count, memory_counts
+    from .nn.config import ChannelConfig
+
     space = supernet.space
-    configs = {f"uniform {w}x": space.uniform(w, snap=True) for w in (0.15, 0.5, 1.0, 1.5)}
-    configs["random nonuniform"] = space.sample(random.Random(1))
-    backend = get_backend("onnxruntime")
-    measure = MeasureSettings(warmup=5, runs=10 if quick else 30, rounds=2 if quick else 3)
+    backend = get_backend(RUNTIME)
     shape = (1, supernet.spec.in_chans, supernet.spec.input_size, supernet.spec.input_size)
+    # the widest uniform config under each target's predicted budget: what people do without a search
+    uniform = {}
+    for w in [i / 100 for i in range(15, 151)]:
+        cfg = space.uniform(w, snap=True)
+        uniform.setdefault(cfg, w)
+    uniform_pred = [(w, cfg, table.predict(supernet, cfg).latency_ms) for cfg, w in uniform.items()]
+    plan = []
+    for i, t in enumerate(result["targets"]):
+        limit = t["constraints"]["latency_ms"]
+        plan.append((f"target {i}", limit, ChannelConfig(t["config"])))
+        fits = [(w, cfg) for w, cfg, p in uniform_pred if p <= limit]
+        if fits:
+            w, cfg = max(fits, key=lambda x: x[0])
+            plan.append((f"uniform {w:.2f}x", limit, cfg))
     rows = []
-    for name, cfg in configs.items():
-        acc = evaluate_config(supernet, cfg, calib, val, settings.eval_batches)["top1"]
-        counts = count(supernet, cfg)
+    (out / "onnx").mkdir(exist_ok=True)
+    for name, limit, cfg in plan:
+        top1 = evaluate_config(supernet, cfg, calib, val, settings.eval_batches)["top1"]  # leaves BN calibrated
         path = out / "onnx" / f"{name.replace(' ', '_')}.onnx"
         backend.convert(materialize(supernet, cfg).eval(), [shape], path)
         with pinned_to_core(measurement_core()):
-            latency = backend.measure(path, measure)
-        rows.append(DemoRow(name, counts.macs, counts.params, counts.memory, acc, latency.median_ms,
-                            path.stat().st_size))
-        (out / "configs").mkdir(exist_ok=True)
-        atomic_write_bytes(out / "configs" / f"{name.replace(' ', '_')}.json", cfg.to_json().encode())
-
-    console.rule("3/3 report")
-    table = Table("config", "MACs", "params", "memory", "top-1 %", "ORT 1-core ms", "ONNX KB")
-    for r in rows:
-        table.add_row(r.name, f"{r.macs / 1e6:.2f}M", f"{r.params / 1e3:.1f}K", f"{r.memory / 1e3:.1f}K",
-                      f"{r.top1:.1f}", f"{r.latency_ms:.3f}", f"{r.onnx_bytes / 1024:.0f}")
-    console.print(table)
-    _write_report(out, rows, settings, backend.version())
-    console.print(f"report: {out / 'report.md'}")
+            measured = backend.measure(path, measure).median_ms
+        c, m = count(supernet, cfg), memory_counts(supernet, cfg)
+        rows.append(DemoRow(name, limit, table.predict(supernet, cfg).latency_ms, measured, c.macs, c.params,
+                            m.folded_param_bytes + m.peak_activation_bytes, top1, path.stat().st_size))
+        atomic_write_bytes(out / "onnx" / f"{name.replace(' ', '_')}.json", cfg.to_json().encode())
+        console.print(f"{name}: predicted {rows[-1].predicted_ms:.3f} ms, measured {measured:.3f} ms, "
+                      f"top-1 {top1:.1f}%")
     return rows
 
 
-def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, ort_version: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter([r.latency_ms for r in rows], [r.top1 for r in rows])
+def _print_rows(rows: list[DemoRow], console: Console) -> None:
+    table = Table("config", "target ms", "predicted ms", "measured ms", "MACs", "params", "memory", "top-1 %")
     for r in rows:
-        ax.annotate(r.name, (r.latency_ms, r.top1), fontsize=7)
-    ax.set_xlabel("ONNX Runtime latency, 1 core (ms)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"{settings.model} supernet on {settings.data}")
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_latency.png", dpi=120)
-    plt.close(fig)
-    lines = [f"# autoslim-hw demo: {settings.model} on {settings.data}", "",
-             f"Supernet trained {settings.epochs} epochs with the sandwich rule; accuracy after BN "
-             f"recalibration; latency: ONNX Runtime {ort_version}, one thread, process pinned to one core.", "",
-             "| config | MACs | params | memory (elements) | top-1 % | latency ms | ONNX bytes |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.name} | {r.macs} | {r.params} | {r.memory} | {r.top1:.2f} | {r.latency_ms:.3f} | {r.onnx_bytes} |"
-              for r in rows]
-    lines += ["", "![accuracy vs latency](accuracy_vs_latency.png)", "",
-              "Settings: `" + json.dumps(settings.to_dict()) + "`", ""]
+        table.add_row(r.name, f"{r.limit_ms:.3f}", f"{r.predicted_ms:.3f}", f"{r.measured_ms:.3f}",
+                      f"{r.macs / 1e6:.2f}M", f"{r.params / 1e3:.1f}K", f"{r.memory / 2 ** 10:.0f} KiB",
+                      f"{r.top1:.1f}")
+    console.print(table)
+
+
+def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, result: dict, validation: dict,
+                  lut_path: Path) -> None:
+    backend = get_backend(RUNTIME)
+    lines = [
+        f"# autoslim-hw demo: {settings.model} on {settings.data}", "",
+        f"Supernet: {settings.epochs} epochs, sandwich rule with inplace distillation, "
+        f"input {result['model']['input_size']}px. Latency: ONNX Runtime {backend.version()}, one thread, "
+        f"process pinned to one core; predictions from `{lut_path}`.", "",
+        "## Searched configs against uniform width at the same predicted budget", "",
+        "Accuracy: top-1 on the validation split after BN recalibration (supernet weights, not retrained).", "",
+        "| config | target ms | predicted ms | measured ms | error | MACs | params | memory KiB | top-1 % | ONNX bytes |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        err = (r.predicted_ms - r.measured_ms) / r.measured_ms * 100
+        lines.append(f"| {r.name} | {r.limit_ms:.3f} | {r.predicted_ms:.3f} | {r.measured_ms:.3f} | {err:+.1f}% | "
+                     f"{r.macs} | {r.params} | {r.memory / 2 ** 10:.0f} | {r.top1:.2f} | {r.onnx_bytes} |")
+    lines += ["", "## Greedy search", "", f"{len(result['trajectory'])} configs on the trajectory "
+              "(accuracy on the held-out search split, BN statistics of the search batch).", "",
+              "![search trajectory](search_trajectory.png)", "", "![channels per layer](search_channels.png)", "",
+              "## Lookup table", "",
+              f"{validation['samples']} random sub-networks measured end to end: MAPE {validation['mape']:.1f}%, "
+              f"max error {validation['max_error']:.1f}%, within 10%: {validation['within_10pct']:.0%}, "
+              f"Kendall tau {validation['kendall_tau']:.2f}.", "",
+              "![predicted vs measured](lut_validation.png)", "",
+              "Training settings: `" + json.dumps(settings.to_dict()) + "`", ""]
     atomic_write_bytes(out / "report.md", "\n".join(lines).encode())

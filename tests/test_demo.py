@@ -1,0 +1,34 @@
+"""`autoslim-hw demo --quick` end to end: real training, a real ONNX Runtime table, a real
+search, real export and single-core timing."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "COLUMNS": "120"}
+    r = subprocess.run([sys.executable, "-m", "autoslim_hw", "demo", "--quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("report.md", "supernet.pt", "lut.json", "search.json", "search_trajectory.png",
+                 "search_channels.png", "lut_validation.png", "demo.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "demo.json").read_text())
+    search = json.loads((out / "search.json").read_text())
+    assert search["status"] == "done" and len(search["targets"]) == 3
+    limits = [t["constraints"]["latency_ms"] for t in search["targets"]]
+    assert limits == sorted(limits, reverse=True)
+    targets = [row for row in summary["rows"] if row["name"].startswith("target")]
+    assert len(targets) == 3
+    for row, limit in zip(targets, limits):
+        assert row["predicted_ms"] <= limit  # each selected config meets its target, as predicted
+        # and the exported ONNX file, timed on one core, runs as fast as the table said
+        assert abs(row["measured_ms"] - row["predicted_ms"]) <= 0.15 * row["measured_ms"], row
+        assert (out / "onnx" / f"{row['name'].replace(' ', '_')}.onnx").is_file()
+    report = (out / "report.md").read_text()
+    assert "uniform" in report and "target 0" in report
