@@ -94,12 +94,20 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
 
 @lut_app.command("list")
 def lut_list():
-    """Tables shipped with the package."""
-    files = sorted(p for p in SHIPPED.glob("*.json*")) if SHIPPED.is_dir() else []
+    """Tables shipped with the package (used by `search` and `demo` when they fit the model and device)."""
+    from .lookup_tables import LatencyTable
+
+    files = sorted([*SHIPPED.glob("*.json"), *SHIPPED.glob("*.json.gz")]) if SHIPPED.is_dir() else []
     if not files:
         console.print("no tables are shipped yet; build one with `autoslim-hw profile`")
+        return
+    table = Table("file", "device", "runtime", "CPU", "signatures", "models", "created")
     for p in files:
-        console.print(p.name)
+        md = (t := LatencyTable.load(p)).metadata
+        table.add_row(p.name, md["device"]["name"], f"{md['runtime']} {md['runtime_version']}", md.get("cpu_model", ""),
+                      str(len(t.entries)), ", ".join(m["key"] for m in md.get("models", [])), md.get("created", "")[:10])
+    console.print(table)
+    console.print(f"in {SHIPPED}")
 
 
 @lut_app.command("validate")

@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--calibration", type=int, default=24)
+    p.add_argument("--report", type=Path, default=None, help="Also write the summary and all pairs here (JSON).")
     args = p.parse_args()
 
     kwargs = {k: v for k, v in (("width_mult", args.width_mult), ("in_chans", args.in_chans),
@@ -54,8 +55,9 @@ def main() -> None:
                    build_s=round(build_s, 1), validate_s=round(validate_s, 1),
                    calibration=table.calibrations, cpu=cpu_model(), machine=platform.machine(),
                    cores=os.cpu_count(), load=os.getloadavg())
-    args.out.with_suffix(".fidelity.json").write_text(json.dumps({**summary, "predicted_ms": result["predicted_ms"],
-                                                                  "measured_ms": result["measured_ms"]}, indent=1))
+    if args.report is not None:
+        args.report.write_text(json.dumps({**summary, "predicted_ms": result["predicted_ms"],
+                                                             "measured_ms": result["measured_ms"]}, indent=1))
     print(json.dumps(summary, indent=1))
     print(f"MAPE {summary['mape']:.2f}% (goal <= 3)  tau {summary['kendall_tau']:.3f} (goal >= 0.95)  "
           f"within 5%: {summary['within_5pct']:.0%} (goal >= 99%)  within 10%: {summary['within_10pct']:.0%}  "

@@ -28,7 +28,7 @@ def find_table(supernet: Supernet, device: str, runtime: str) -> Path | None:
     for folder in table_dirs():
         if not folder.is_dir():
             continue
-        for path in sorted(folder.glob("*.json*")):
+        for path in sorted([*folder.glob("*.json"), *folder.glob("*.json.gz")]):
             try:
                 md = LatencyTable.load(path).metadata
             except UserError:
