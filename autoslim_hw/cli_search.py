@@ -153,7 +153,7 @@ def search_cmd(
                          limit=settings.limit)
     loader = make_loader(splits.search, batch_size, shuffle=False)
     data = [b for i, b in zip(range(batches or len(loader)), loader)]
-    calib = make_loader(splits.train_eval, 256, shuffle=True, seed=settings.seed) if bn == "recalibrate" else None
+    calib = calibration_loader(splits.train_eval, settings.seed) if bn == "recalibrate" else None
     supernet.to(dev)
     evaluator = S.Evaluator(supernet, data, dev, cache=not no_cache, bn=bn, calib_loader=calib)
     if not quiet:
@@ -171,6 +171,18 @@ def search_cmd(
         _print_targets(S, result, out)
     if info.world_size > 1:
         torch.distributed.destroy_process_group()
+
+
+def calibration_loader(dataset, seed: int, batch_size: int = 256, batches: int = 10):
+    """BN-recalibration images for --bn recalibrate: a seeded random subset, in a fixed order,
+    so that every candidate (on every rank, before and after a resume) sees the same batches.
+    A shuffling loader would draw a new order at each pass, i.e. for each candidate."""
+    import torch
+
+    from .data import make_loader
+
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(int(seed)))[:batch_size * batches]
+    return make_loader(torch.utils.data.Subset(dataset, pick.tolist()), batch_size, shuffle=False)
 
 
 def _previous_run(out: Path, header: dict, resume: bool, restart: bool) -> Optional[dict]:

@@ -278,7 +278,9 @@ class Evaluator:
 
     bn="batch": BN statistics from each evaluation batch (with the exact prefix cache when
     cache=True). bn="recalibrate": BN statistics re-estimated on `calib_loader` for every
-    candidate, then eval mode (no cache: recalibration runs the whole network anyway)."""
+    candidate, then eval mode (no cache: recalibration runs the whole network anyway);
+    `calib_loader` must give the same batches at every pass (no shuffling), or candidates
+    are compared on different images and a resumed or torchrun search differs."""
 
     def __init__(self, supernet: Supernet, batches: list[tuple[torch.Tensor, torch.Tensor]],
                  device: torch.device | str = "cpu", cache: bool = True, bn: str = "batch",

@@ -15,10 +15,11 @@ def test_demo_quick_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "-m", "autoslim_hw", "demo", "--quick", "--out", str(out)],
                        capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("report.md", "supernet.pt", "lut.json", "search.json", "search_trajectory.png",
+    for name in ("report.md", "supernet.pt", "search.json", "search_trajectory.png",
                  "search_channels.png", "lut_validation.png", "demo.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "demo.json").read_text())
+    assert os.path.isfile(summary["lut"])  # the shipped table (spot-checked on this host) or one profiled here
     search = json.loads((out / "search.json").read_text())
     assert search["status"] == "done" and len(search["targets"]) == 3
     limits = [t["constraints"]["latency_ms"] for t in search["targets"]]

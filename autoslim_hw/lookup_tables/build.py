@@ -123,16 +123,20 @@ def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
     rng = random.Random(seed)
     space = supernet.space
     configs = [space.smallest(), space.largest()]
-    while len(configs) < n:
-        if len(configs) % 2:
-            configs.append(space.sample(rng))
-            continue
-        level = rng.random()
-        widths = {}
-        for u in space.free_units:
-            i = round(level * (len(u.options) - 1) + rng.gauss(0, 1.5))
-            widths[u.name] = u.options[min(max(i, 0), len(u.options) - 1)]
-        configs.append(ChannelConfig(widths))
+    for attempt in range(50 * n):  # distinct configs while the space has them
+        if len(configs) >= n:
+            break
+        if attempt % 2:
+            cfg = space.sample(rng)
+        else:
+            level = rng.random()
+            widths = {}
+            for u in space.free_units:
+                i = round(level * (len(u.options) - 1) + rng.gauss(0, 1.5))
+                widths[u.name] = u.options[min(max(i, 0), len(u.options) - 1)]
+            cfg = ChannelConfig(widths)
+        if cfg not in configs:
+            configs.append(cfg)
     return configs[:n]
 
 
