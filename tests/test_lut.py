@@ -128,3 +128,17 @@ def test_cli_lut_errors(tmp_path):
     assert_user_error(run_cli("lut", "validate", bad), "not an autoslim-hw lookup table")
     r = run_cli("devices")
     assert r.returncode == 0 and "cpu-1core" in r.stdout
+
+
+def test_predicted_memory_equals_onnx_runtime_profile(tmp_path):
+    """predict()'s memory: BN-folded float32 weights plus the activation peak, checked against
+    ONNX Runtime's own profile of the exported subnet (an independent measurement)."""
+    from autoslim_hw.export import export_onnx, materialize
+    from autoslim_hw.profilers.memory import profile_onnx_memory
+
+    net = tiny_supernet()
+    table = _synthetic_table(net, lambda sig: 0.01)
+    cfg = net.space.largest()  # multiples of 8 channels: ORT's blocked layout pads narrower weights
+    path = export_onnx(materialize(net, cfg).eval(), tmp_path / "m.onnx", (1, 3, 8, 8))
+    prof = profile_onnx_memory(path, rss=False)
+    assert table.predict(net, cfg).memory_bytes == prof.parameter_bytes + prof.peak_activation_bytes

@@ -40,6 +40,9 @@ class Prediction:
     layer_sum_ms: float
     interpolated: list[str] = field(default_factory=list)  # signatures not measured, estimated
     calibrated: bool = False
+    # float32 weights as deployed (BN folded) plus the peak of live activations, batch 1:
+    # analytic, equal to ONNX Runtime's profile (see profilers.memory)
+    memory_bytes: int = 0
 
 
 class LatencyTable:
@@ -115,10 +118,14 @@ class LatencyTable:
     def predict(self, supernet: Supernet, config: ChannelConfig) -> Prediction:
         sums, estimated = self.layer_sums(supernet, config)
         raw = sum(sums.values())
+        from ..counting import memory_counts
+
+        m = memory_counts(supernet, config)
+        memory = m.folded_param_bytes + m.peak_activation_bytes
         cal = self.calibrations.get(model_key(supernet))
         if cal is None:
-            return Prediction(raw, raw, estimated, False)
-        return Prediction(apply_calibration(cal, sums), raw, estimated, True)
+            return Prediction(raw, raw, estimated, False, memory)
+        return Prediction(apply_calibration(cal, sums), raw, estimated, True, memory)
 
     def interpolate(self, sig: Signature) -> float:
         """Estimate an unmeasured signature from measured ones of the same op, size, kernel,
