@@ -50,6 +50,8 @@ def profile_cmd(
     runs: Annotated[int, typer.Option(help="Timed runs per round.")] = 20,
     rounds: Annotated[int, typer.Option(help="Rounds per op (median over all runs).")] = 3,
     calibration: Annotated[int, typer.Option(help="Whole sub-networks measured for the end-to-end calibration.")] = 24,
+    jobs: Annotated[int, typer.Option(help="Processes: jobs - 1 write single-op files on the other cores while "
+                                           "one measures on its pinned core.")] = 1,
 ):
     """Build a per-layer latency lookup table for a model's whole search space.
 
@@ -68,7 +70,8 @@ def profile_cmd(
     spec = supernet.spec
     out = out or Path("luts") / f"{spec.arch}-{spec.input_size}-{device}-{runtime}.json"
     table = build_table(supernet, backend, dev, out, resume=resume,
-                        settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds), calibration_samples=calibration)
+                        settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds), calibration_samples=calibration,
+                        jobs=jobs)
     have, total = table.coverage(supernet)
     console.print(f"wrote {out}: {have}/{total} signatures measured")
 

@@ -142,3 +142,19 @@ def test_predicted_memory_equals_onnx_runtime_profile(tmp_path):
     path = export_onnx(materialize(net, cfg).eval(), tmp_path / "m.onnx", (1, 3, 8, 8))
     prof = profile_onnx_memory(path, rss=False)
     assert table.predict(net, cfg).memory_bytes == prof.parameter_bytes + prof.peak_activation_bytes
+
+
+@pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="--jobs needs a second core")
+def test_build_with_worker_processes_measures_every_signature_once(tmp_path):
+    """--jobs 2: another process writes the single-op files; the table is the same set of
+    signatures, each measured (positive), in the same order as a one-process build."""
+    net = tiny_supernet()
+    settings = MeasureSettings(warmup=1, runs=3, rounds=1)
+    table = build_table(net, get_backend("onnxruntime"), get_device("cpu-1core"), tmp_path / "j.json",
+                        settings=settings, calibration_samples=0, progress=False, jobs=2)
+    assert list(table.entries) == [s.key for s in enumerate_signatures(net)]
+    assert all(e["median_ms"] > 0 for e in table.entries.values())
+    assert not list(tmp_path.glob("op*"))  # worker files live in a temp dir, removed after measuring
+    with pytest.raises(UserError, match="--jobs"):
+        build_table(net, get_backend("onnxruntime"), get_device("cpu-1core"), tmp_path / "k.json",
+                    settings=settings, calibration_samples=0, progress=False, jobs=0)

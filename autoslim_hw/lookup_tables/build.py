@@ -5,6 +5,7 @@ every few entries, and a resumed build measures only what is missing.
 from __future__ import annotations
 
 import datetime
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -71,9 +72,53 @@ def measure_signature(backend: Backend, sig: Signature, workdir: Path, settings:
     return backend.measure_op(path, settings, threads)
 
 
+def _convert_op(backend_name: str, sig: dict, path: str) -> str:
+    """Worker job: write one single-op model file (runs in another process)."""
+    from ..profilers import get_backend
+
+    model, shapes = single_op_model(Signature(**sig))
+    return get_backend(backend_name).convert(model, shapes, path)
+
+
+def _worker_init(cores: set[int]) -> None:
+    import torch
+
+    os.sched_setaffinity(0, cores)  # off the measurement core
+    torch.set_num_threads(1)
+
+
+def _converted_ops(backend: Backend, todo: list[Signature], workdir: Path, jobs: int, others: set[int]):
+    """(signature, path of its file) in order. With jobs > 1, jobs - 1 worker processes write the
+    files a few signatures ahead on the other cores while this process measures."""
+    if jobs <= 1:
+        for sig in todo:
+            model, shapes = single_op_model(sig)
+            path = workdir / f"op{backend.suffix}"
+            backend.convert(model, shapes, path)
+            yield sig, path
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    window = 4 * jobs  # files on disk at once: single 1.5x layers reach megabytes
+    with ProcessPoolExecutor(jobs - 1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                             initargs=(others,)) as pool:
+        pending = []
+        for i, sig in enumerate(todo):
+            pending.append((sig, pool.submit(_convert_op, backend.name, sig.to_dict(),
+                                             str(workdir / f"op{i}{backend.suffix}"))))
+            if len(pending) >= window:
+                sig0, fut = pending.pop(0)
+                yield sig0, Path(fut.result())
+        for sig0, fut in pending:
+            yield sig0, Path(fut.result())
+
+
 def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: Path, resume: bool = False,
                 settings: MeasureSettings = MeasureSettings(), calibration_samples: int = 24,
-                save_every: int = 25, progress: bool = True) -> LatencyTable:
+                save_every: int = 25, progress: bool = True, jobs: int = 1) -> LatencyTable:
+    """jobs > 1: write the single-op files in jobs - 1 processes on the other cores while this
+    one measures on its pinned core (faster builds; the writers share memory bandwidth)."""
     out = Path(out)
     if out.exists() and not resume:
         raise UserError(f"{out} exists; pass --resume to complete it or choose another --out")
@@ -91,10 +136,17 @@ def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: P
 
     bar = Progress(TextColumn("profiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.fields[op]}"), disable=not progress)
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    others = set(os.sched_getaffinity(0)) - ({core} if core is not None else set())
+    if jobs > 1 and not others:
+        raise UserError(f"--jobs {jobs} needs a core besides the measurement core {core}; use --jobs 1")
     with tempfile.TemporaryDirectory() as tmp, pinned_to_core(core), bar:
         task = bar.add_task("ops", total=len(todo), op="")
-        for i, sig in enumerate(todo):
-            lat = measure_signature(backend, sig, Path(tmp), settings, device.threads)
+        for i, (sig, path) in enumerate(_converted_ops(backend, todo, Path(tmp), jobs, others)):
+            lat = backend.measure_op(path, settings, device.threads)
+            if jobs > 1:
+                path.unlink()
             table.add(sig, lat.median_ms, lat.p10_ms, lat.p90_ms)
             bar.update(task, advance=1, op=sig.key)
             if (i + 1) % save_every == 0:
