@@ -65,13 +65,6 @@ def new_table(device: DeviceSpec, backend: Backend, settings: MeasureSettings) -
     })
 
 
-def measure_signature(backend: Backend, sig: Signature, workdir: Path, settings: MeasureSettings, threads: int):
-    model, shapes = single_op_model(sig)
-    path = workdir / f"op{backend.suffix}"
-    backend.convert(model, shapes, path)
-    return backend.measure_op(path, settings, threads)
-
-
 def _convert_op(backend_name: str, sig: dict, path: str) -> str:
     """Worker job: write one single-op model file (runs in another process)."""
     from ..profilers import get_backend
