@@ -189,7 +189,10 @@ def train_cmd(
         distill=not no_distill, seed=seed, save_every=save_every, limit=limit,
         arch=None if arch is None else str(arch),
     )
-    metrics = train(settings, out, resume=resume)
+    from .errors import interrupted_hint
+
+    with interrupted_hint(f"the last checkpoint is in {out}: run the same command with --resume"):
+        metrics = train(settings, out, resume=resume)
     if metrics:
         console.print(f"[bold]done[/bold]: {out / 'supernet.pt'}  " +
                       "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
@@ -259,7 +262,10 @@ def demo_cmd(
     """
     from .demo import run_demo
 
-    run_demo(out, data=data, model=model, quick=quick, console=console)
+    from .errors import interrupted_hint
+
+    with interrupted_hint(f"run the same command again: the demo in {out} goes on where it stopped"):
+        run_demo(out, data=data, model=model, quick=quick, console=console)
 
 
 from .cli_lut import devices_cmd, lut_app, profile_cmd  # noqa: E402  (commands defined there)

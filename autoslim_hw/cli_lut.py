@@ -69,9 +69,12 @@ def profile_cmd(
     supernet = _supernet(model, input_size, width_mult, checkpoint)
     spec = supernet.spec
     out = out or Path("luts") / f"{spec.arch}-{spec.input_size}-{device}-{runtime}.json"
-    table = build_table(supernet, backend, dev, out, resume=resume,
-                        settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds), calibration_samples=calibration,
-                        jobs=jobs)
+    from .errors import interrupted_hint
+
+    with interrupted_hint(f"the entries measured so far are in {out}: run the same command with --resume"):
+        table = build_table(supernet, backend, dev, out, resume=resume,
+                            settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds),
+                            calibration_samples=calibration, jobs=jobs)
     have, total = table.coverage(supernet)
     console.print(f"wrote {out}: {have}/{total} signatures measured")
 

@@ -19,3 +19,21 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint or artifact that is missing, corrupt or of the wrong kind."""
+
+
+class interrupted_hint:  # noqa: N801  (a context manager used like a statement)
+    """Ctrl-C inside: print how to go on (one line on stderr) and exit with code 130."""
+
+    def __init__(self, hint: str):
+        self.hint = hint
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is KeyboardInterrupt:
+            import sys
+
+            print(f"interrupted; {self.hint}", file=sys.stderr)
+            raise SystemExit(130) from None
+        return False

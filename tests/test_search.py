@@ -620,3 +620,37 @@ def test_cli_recalibrate_search_resumes_to_the_same_trajectory(cli):
     r = run_cli("search", *opts, "--out", part_out, "--resume", cwd=cli["root"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(part_out.read_text())["trajectory"] == full["trajectory"]
+
+
+def test_ctrl_c_during_search_then_resume_gives_the_same_result(cli):
+    """A whole pass (no targets), interrupted after two steps: exit 130, a readable file with
+    the steps so far, and --resume ends with the uninterrupted pass's trajectory."""
+    import signal
+    import subprocess
+    import time
+
+    opts = ["search", "--checkpoint", cli["ckpt"], "--lut", cli["root"] / "lut.json"]
+    full = cli["root"] / "full.json"
+    r = run_cli(*opts, "--out", full, cwd=cli["root"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = cli["root"] / "interrupted.json"
+    proc = subprocess.Popen([sys.executable, "-m", "autoslim_hw", *map(str, opts), "--out", str(out)],
+                            cwd=cli["root"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def steps():
+        try:
+            return len(json.loads(out.read_text())["trajectory"])
+        except (OSError, ValueError):
+            return 0
+
+    while steps() < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the search ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err
+    partial = json.loads(out.read_text())
+    assert partial["status"] == "running" and len(partial["trajectory"]) >= 2
+    r = run_cli(*opts, "--out", out, "--resume", cwd=cli["root"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(out.read_text())["trajectory"] == json.loads(full.read_text())["trajectory"]

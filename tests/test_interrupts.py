@@ -1,0 +1,43 @@
+"""Ctrl-C in the middle of long commands: exit code 130, a one-line message, files that are
+whole (written atomically), and a `--resume` that completes the job."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from autoslim_hw.lookup_tables import LatencyTable
+from autoslim_hw.models import create_model
+
+
+def _interrupt_when(cmd, ready, cwd, timeout=300):
+    """Start the CLI, send SIGINT once ready() is true, return the finished process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "autoslim_hw", *map(str, cmd)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the command ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_during_profile_then_resume(tmp_path):
+    out = tmp_path / "lut.json"
+    cmd = ["profile", "--model", "mobilenet_v2_cifar", "--input-size", "8", "--runs", "2", "--rounds", "1",
+           "--calibration", "0", "--out", out]
+    code, _, err = _interrupt_when(cmd, out.exists, tmp_path)  # the first save comes after 25 entries
+    assert code == 130 and "Traceback" not in err and "interrupted" in err
+    partial = LatencyTable.load(out)  # a whole table, not half a file
+    assert [p.name for p in tmp_path.iterdir()] == ["lut.json"]  # no temp files left behind
+    net = create_model("mobilenet_v2_cifar", input_size=8)
+    have, total = partial.coverage(net)
+    assert 25 <= have < total
+    r = subprocess.run([sys.executable, "-m", "autoslim_hw", *map(str, cmd), "--resume"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = LatencyTable.load(out)
+    assert resumed.coverage(net) == (total, total)
+    assert all(resumed.entries[k] == v for k, v in partial.entries.items())  # kept, not measured again
