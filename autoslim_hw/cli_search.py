@@ -109,6 +109,10 @@ def search_cmd(
     info = init_distributed()
     quiet = as_json or not info.is_main
     targets = S.targets_from_options(latency_ms or (), flops or (), params or (), memory or ())
+    if criterion not in ("drop", "drop-per-cost"):  # before loading anything
+        raise UserError(f"--criterion must be 'drop' or 'drop-per-cost', got {criterion!r}")
+    if bn not in ("batch", "recalibrate"):
+        raise UserError(f"--bn must be 'batch' or 'recalibrate', got {bn!r}")
     if batch_size < 1 or (batches is not None and batches < 1):
         raise UserError("--batch-size and --batches must be at least 1")
     if checkpoint is None:
@@ -202,7 +206,14 @@ def _previous_run(out: Path, header: dict, resume: bool, restart: bool) -> Optio
             raise UserError(f"{out} holds an interrupted search; pass --resume to continue it or --restart "
                             "to start over")
         return None  # a finished search is simply replaced
-    diffs = [k for k in ("model", "checkpoint", "lut", "settings") if data.get(k) != header[k]]
+    def same(key: str) -> bool:  # files by content: a resume may name them relatively or absolutely
+        if key in ("checkpoint", "lut") and data.get(key) and header[key]:
+            return data[key].get("sha256") == header[key].get("sha256") and \
+                {k: v for k, v in data[key].items() if k not in ("path", "sha256")} == \
+                {k: v for k, v in header[key].items() if k not in ("path", "sha256")}
+        return data.get(key) == header[key]
+
+    diffs = [k for k in ("model", "checkpoint", "lut", "settings") if not same(k)]
     if diffs:
         raise UserError(f"--resume: {out} was searched with a different {', '.join(diffs)}; use the same options "
                         "or another --out")
