@@ -142,7 +142,7 @@ def _validate(table, supernet, out: Path, lut_path: Path, samples: int, measure:
 
     result = validate_table(table, supernet, get_backend(RUNTIME), get_device(DEVICE), samples, measure)
     _scatter(result, out / "lut_validation.png", f"{supernet.spec.arch} on {DEVICE} ({RUNTIME})")
-    return {k: v for k, v in result.items()}
+    return result
 
 
 def _search(supernet, table, lut_path: Path, splits, out: Path, quick: bool, console: Console):

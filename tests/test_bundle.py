@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from torch import nn
 
-from autoslim_hw import slimmable
 from autoslim_hw.errors import UserError
 from autoslim_hw.lookup_tables import LatencyTable, enumerate_signatures
 from autoslim_hw.lookup_tables.bundle import (BundleSettings, format_benchmark_output, import_results, load_manifest,
                                               parse_benchmark_output, run_bundle_locally, write_bundle)
 from tests.cli_helpers import assert_user_error, run_cli
+from tests.test_lut import tiny_supernet
 
 # --- real benchmark_model output -----------------------------------------------------------------
 # Captured from benchmark_model runs published on GitHub, verbatim. The format is printed by
@@ -116,15 +115,6 @@ DOCS_LINE = ("... tflite  : Inference timings in us: Init: 5685, First inference
              "Inference (avg): 14575.2\n")
 
 FAST = BundleSettings(warmup_runs=2, num_runs=5, warmup_min_secs=0, min_secs=0)
-
-
-def tiny_supernet():
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
-        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
-        nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
-    return slimmable(model, width_max=1.0, groups=2, divisor=4, input_size=8)
 
 
 @pytest.fixture(scope="module")
