@@ -1,3 +1,4 @@
+import os
 import random
 
 import pytest
@@ -8,7 +9,9 @@ import torch
 def _deterministic():
     torch.manual_seed(0)
     random.seed(0)
-    torch.set_num_threads(2)
+    # two threads, or what OMP_NUM_THREADS says: with another job on the machine, PyTorch's
+    # spinning worker threads stall 5 to 10x (run the suite with OMP_NUM_THREADS=1 then)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
 
 
 def randomize_bn(model, input_shape, steps: int = 3):

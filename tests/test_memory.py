@@ -28,8 +28,14 @@ def supernet():
 @pytest.fixture(scope="module")
 def sampled(supernet, tmp_path_factory):
     """A nonuniform subnet with trained-looking BN statistics (distinct folded biases, so
-    no initializer is shared), its config and its ONNX file."""
-    config = supernet.space.sample(random.Random(0))
+    no initializer is shared), its config and its ONNX file. Widths are multiples of 16:
+    ORT's blocked layout pads weights to 8 channels with AVX2 and to 16 with AVX-512."""
+    from autoslim_hw import ChannelConfig
+
+    rng = random.Random(0)
+    options = {u.name: [o for o in u.options if o % 16 == 0] for u in supernet.space.free_units}
+    assert all(options.values())
+    config = ChannelConfig({name: rng.choice(opts) for name, opts in options.items()})
     model = materialize(supernet, config)
     randomize_bn(model, (4, 3, 32, 32))
     return config, model, _export(model, tmp_path_factory.mktemp("mem") / "sampled.onnx", (1, 3, 32, 32))
