@@ -33,3 +33,16 @@ def _umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The text of a file the user named as `what` (e.g. "channel config"): a binary or
+    unreadable file is a UserError, not a traceback."""
+    from .errors import UserError
+
+    try:
+        return Path(path).read_text()
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not a text (JSON) file; pass the JSON file itself") from None
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror or type(exc).__name__})") from None

@@ -73,7 +73,9 @@ def _load_config(supernet, width: Optional[float], channels: Optional[Path], lay
         if not channels.is_file():
             raise UserError(f"channel config {channels} does not exist; write one with "
                             "`autoslim-hw search` or `ChannelConfig.to_json()`")
-        return ChannelConfig.from_json(channels.read_text(), supernet.space, strict=False)
+        from ._io import read_text
+
+        return ChannelConfig.from_json(read_text(channels, "channel config"), supernet.space, strict=False)
     if layers is not None:
         try:
             values = json.loads(layers)

@@ -50,14 +50,17 @@ def profile_cmd(
     runs: Annotated[int, typer.Option(help="Timed runs per round.")] = 20,
     rounds: Annotated[int, typer.Option(help="Rounds per op (median over all runs).")] = 3,
     calibration: Annotated[int, typer.Option(help="Whole sub-networks measured for the end-to-end calibration.")] = 24,
+    passes: Annotated[int, typer.Option(help="Times each signature is measured, in separate passes in random order "
+                                             "(the median is kept): more passes average out the machine's drift.")] = 2,
     jobs: Annotated[int, typer.Option(help="Processes: jobs - 1 write single-op files on the other cores while "
                                            "one measures on its pinned core.")] = 1,
 ):
     """Build a per-layer latency lookup table for a model's whole search space.
 
     Every signature the supernet can produce (each layer at every pair of input and output
-    widths) is exported as a single-op model and timed on the device; then sampled
-    sub-networks calibrate the per-layer sum. Interrupted? Run it again with --resume.
+    widths) is exported as a single-op model and timed on the device, --passes times in
+    random order; then sampled sub-networks, timed in interleaved rounds, calibrate the
+    per-layer sum. Interrupted? Run it again with --resume (more --passes also resume).
 
     Example: autoslim-hw profile --device cpu-1core --model mobilenet_v2_cifar
     """
@@ -74,7 +77,7 @@ def profile_cmd(
     with interrupted_hint(f"the entries measured so far are in {out}: run the same command with --resume"):
         table = build_table(supernet, backend, dev, out, resume=resume,
                             settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds),
-                            calibration_samples=calibration, jobs=jobs)
+                            calibration_samples=calibration, jobs=jobs, passes=passes)
     have, total = table.coverage(supernet)
     console.print(f"wrote {out}: {have}/{total} signatures measured")
 
@@ -116,10 +119,24 @@ def lut_list():
     console.print(f"in {SHIPPED}")
 
 
+def _table_model(table, path: Path):
+    """The supernet a table was profiled for, from the spec it records."""
+    from .models import build_from_spec
+    from .nn.supernet import ModelSpec
+
+    specs = [m["spec"] for m in table.metadata.get("models", []) if m.get("spec")]
+    if len(specs) != 1:
+        keys = ", ".join(m.get("key", "?") for m in table.metadata.get("models", [])) or "none"
+        raise UserError(f"{path} was profiled for {len(specs)} models ({keys}); say which with --model "
+                        "(and --input-size, --width-mult) or --checkpoint")
+    return build_from_spec(ModelSpec.from_dict(specs[0]))
+
+
 @lut_app.command("validate")
 def lut_validate(
     lut: Annotated[Path, typer.Argument(help="A table file.")],
-    model: Annotated[str, typer.Option(help="Built-in model.")] = "mobilenet_v2_cifar",
+    model: Annotated[Optional[str], typer.Option(
+        help="Built-in model (default: the model the table was profiled for).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Use the model of this checkpoint.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Input resolution.")] = None,
     width_mult: Annotated[Optional[float], typer.Option(help="Base width multiplier.")] = None,
@@ -131,7 +148,9 @@ def lut_validate(
     """Measure random sub-networks on the table's device and compare with its predictions.
 
     Reports MAPE, max error, the fraction within 5% and 10%, and Kendall's tau, and plots
-    predicted against measured latency.
+    predicted against measured latency. A few of the table's calibration networks are timed
+    again beside them: their slowdown since the build is the machine's drift (speed factor),
+    and the same statistics are also given for latencies corrected by it (the table's own error).
     """
     from .lookup_tables import LatencyTable
     from .lookup_tables.build import validate_table
@@ -142,13 +161,26 @@ def lut_validate(
         raise UserError("--samples must be at least 2")
     table = LatencyTable.load(lut)
     dev_name, runtime = table.metadata["device"]["name"], table.metadata["runtime"]
+    if table.metadata["device"].get("kind", "host") != "host":
+        raise UserError(f"{lut} was measured on {dev_name}, not on this computer, so it cannot be validated here; "
+                        "`autoslim-hw lut import` validated it on the bundle's held-out networks (`lut info` shows it)")
     table.check_target(dev_name, runtime, allow_mismatch)
-    supernet = _supernet(model, input_size, width_mult, checkpoint)
+    if model is None and checkpoint is None and input_size is None and width_mult is None:
+        supernet = _table_model(table, lut)
+    else:
+        supernet = _supernet(model or "mobilenet_v2_cifar", input_size, width_mult, checkpoint)
+    from .lookup_tables.discover import check_table_model
+
+    hint = f"autoslim-hw profile --checkpoint {checkpoint}" if checkpoint else \
+        f"autoslim-hw profile --model {supernet.spec.arch} --input-size {supernet.spec.input_size}"
+    check_table_model(table, supernet, lut, hint, allow_mismatch)
     s = table.metadata["settings"]
     result = validate_table(table, supernet, get_backend(runtime), get_device(dev_name), samples,
                             MeasureSettings(s["warmup"], s["runs"], s["rounds"]), progress=not as_json)
     plot = plot or lut.with_suffix(".validate.png")
-    _scatter(result, plot, f"{supernet.spec.arch} on {dev_name} ({runtime})")
+    from .plots import validation_scatter
+
+    validation_scatter(result, plot, f"{supernet.spec.arch} on {dev_name} ({runtime})")
     summary = {k: v for k, v in result.items() if k not in ("predicted_ms", "measured_ms")}
     if as_json:
         print(json.dumps(summary))
@@ -156,26 +188,11 @@ def lut_validate(
     console.print(f"MAPE {summary['mape']:.2f}%  max {summary['max_error']:.2f}%  within 5%: "
                   f"{summary['within_5pct']:.0%}  within 10%: {summary['within_10pct']:.0%}  "
                   f"Kendall tau {summary['kendall_tau']:.3f}  ({samples} networks); plot: {plot}")
-
-
-def _scatter(result: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    m, p = result["measured_ms"], result["predicted_ms"]
-    ax.scatter(m, p, s=12)
-    lo, hi = min(m + p), max(m + p)
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("predicted latency (ms)")
-    ax.set_title(f"{title}\nMAPE {result['mape']:.1f}%, tau {result['kendall_tau']:.2f}", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if "adjusted" in summary:
+        a = summary["adjusted"]
+        console.print(f"this machine runs {summary['speed_factor']:.3f}x as slow as at the build (anchor networks); "
+                      f"corrected for that: MAPE {a['mape']:.2f}%  max {a['max_error']:.2f}%  within 5%: "
+                      f"{a['within_5pct']:.0%}  within 10%: {a['within_10pct']:.0%}  Kendall tau {a['kendall_tau']:.3f}")
 
 
 # --- phones: bundle -> run on the phone -> import ------------------------------------------------

@@ -41,11 +41,17 @@ def resolve_table(supernet, checkpoint: Path, lut: Optional[Path], device: Optio
             lut = default_table_path(supernet, dev, rt)
             if not quiet:
                 console.print(f"no lookup table for {supernet.spec.arch} on {dev} ({rt}): profiling it into {lut}")
-            build_table(supernet, get_backend(rt), get_device(dev), lut, resume=lut.exists(), progress=not quiet)
+            build_table(supernet, get_backend(rt), get_device(dev), lut, resume=lut.exists(), progress=not quiet,
+                        passes=2)
         if lut is None:
             if needed:
-                raise UserError(f"no lookup table for this model on {dev} with {rt}; build it with `{hint}` "
-                                "or pass --profile-missing (or --lut FILE)")
+                from .lookup_tables.discover import tables_of_other_hosts
+
+                others = tables_of_other_hosts(supernet, dev, rt)
+                elsewhere = (f" ({others[0][0]} was measured on {others[0][1]}, not this CPU: use it with --lut "
+                             f"{others[0][0]} --allow-mismatch)") if others else ""
+                raise UserError(f"no lookup table for this model on {dev} with {rt}{elsewhere}; build it with "
+                                f"`{hint}` or pass --profile-missing (or --lut FILE)")
             return None, None
         if not quiet:
             console.print(f"lookup table: {lut}")
@@ -168,7 +174,9 @@ def search_cmd(
     result = _run_with_progress(S, supernet, evaluator, costs, targets, out, header, criterion, cost_kind,
                                 previous, info, quiet)
     if info.is_main:
-        _plots(supernet, result, out)
+        from .plots import search_plots
+
+        search_plots(supernet, result, out)
     if as_json and info.is_main:
         print(json.dumps({"out": str(out), "targets": result["targets"]}))
     elif not quiet:
@@ -246,24 +254,6 @@ def _run_with_progress(S, supernet, evaluator, costs, targets, out, header, crit
             typer.echo(f"interrupted; the steps so far are in {out}: run the same command with --resume "
                        "to continue", err=True)
             raise typer.Exit(130) from None
-
-
-def _plots(supernet, result: dict, out: Path) -> None:
-    from .nn.config import ChannelConfig
-    from .plots import channels_plot, trajectory_plot
-
-    trajectory_plot(result, out.with_name(out.stem + "_trajectory.png"))
-    met = [(i, t) for i, t in enumerate(result["targets"]) if t.get("met")]
-    if met:
-        slots = [s for s in supernet.space.producer_layers if not supernet.space.units[s.out_unit].fixed]
-        largest = supernet.space.widths(supernet.space.largest())
-        configs = {}
-        for i, t in met:
-            w = supernet.space.widths(ChannelConfig(t["config"]))
-            configs[f"target {i}: " + ", ".join(f"{k}<={v:g}" for k, v in t["constraints"].items())] = \
-                [w[s.out_unit] for s in slots]
-        channels_plot([s.name for s in slots], [largest[s.out_unit] for s in slots], configs,
-                      out.with_name(out.stem + "_channels.png"))
 
 
 def _print_targets(S, result: dict, out: Path) -> None:

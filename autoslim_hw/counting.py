@@ -179,12 +179,14 @@ def layer_memory(supernet: Supernet, config: ChannelConfig | None = None, input_
     return out
 
 
-def memory_counts(supernet: Supernet, config: ChannelConfig | None = None, input_size=None) -> MemoryCounts:
+def memory_counts(supernet: Supernet, config: ChannelConfig | None = None, input_size=None,
+                  counts: Counts | None = None) -> MemoryCounts:
     """Analytic memory of a config: per-layer bytes, parameter bytes with and without BN
-    folding, and the liveness peak of the activations (see `count`).
+    folding, and the liveness peak of the activations (see `count`; pass its result as
+    `counts` when you have it, to not count twice).
     Folding a BN into the conv (or linear) before it removes its scale and shift and
     gives that layer a bias of `channels` elements unless it had one already."""
-    counts = count(supernet, config, input_size)
+    counts = counts or count(supernet, config, input_size)
     costs = layer_costs(supernet, config, input_size)
     layers = layer_memory(supernet, config, input_size)
     slot_of_node = {name.replace(".", "_"): name for name in supernet.space.layers}
@@ -204,6 +206,14 @@ def memory_counts(supernet: Supernet, config: ChannelConfig | None = None, input
         folded += (0 if has_bias else c.cin) - c.params
     return MemoryCounts(tuple(layers), counts.params * BYTES_PER_ELEMENT, folded * BYTES_PER_ELEMENT,
                         counts.peak_activation_bytes)
+
+
+def deployed_memory_bytes(supernet: Supernet, config: ChannelConfig | None = None,
+                          counts: Counts | None = None) -> int:
+    """What a config needs at batch 1 as deployed: float32 weights with BN folded, plus the
+    peak of live activations (the `memory` cost of search targets and table predictions)."""
+    m = memory_counts(supernet, config, counts=counts)
+    return m.folded_param_bytes + m.peak_activation_bytes
 
 
 def count_plain(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:

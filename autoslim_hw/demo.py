@@ -101,19 +101,17 @@ def _lookup_table(supernet, out: Path, quick: bool, console: Console):
     from .profilers.devices import cpu_model, get_device
 
     path = out / "lut.json"
-    found = find_table(supernet, DEVICE, RUNTIME)
+    found = find_table(supernet, DEVICE, RUNTIME)  # measured on this CPU model
     if found is not None and not path.exists():
         table = LatencyTable.load(found)
-        if table.metadata.get("cpu_model") != cpu_model():
-            console.print(f"the shipped table {found.name} was measured on {table.metadata.get('cpu_model')}; "
-                          f"profiling this host ({cpu_model()}) instead")
-        else:
-            # one CPU model name covers machines of different speeds: check two networks first
-            error = _spot_check(table, supernet)
-            if error <= 0.10:
-                console.print(f"using the shipped table {found} (this CPU model; spot check within {error:.0%})")
-                return table, found
-            console.print(f"the shipped table {found.name} is off by {error:.0%} on this host; profiling it")
+        # one CPU model name covers machines of different speeds: check two networks first
+        error = _spot_check(table, supernet)
+        if error <= 0.10:
+            console.print(f"using the shipped table {found} (this CPU model; spot check within {error:.0%})")
+            return table, found
+        console.print(f"the shipped table {found.name} is off by {error:.0%} on this host; profiling it")
+    elif found is None and not path.exists():
+        console.print(f"no shipped table was measured on this CPU ({cpu_model()}); profiling one")
     settings = MeasureSettings(warmup=3, runs=10, rounds=2) if quick else MeasureSettings(warmup=5, runs=20, rounds=3)
     table = build_table(supernet, get_backend(RUNTIME), get_device(DEVICE), path, resume=path.exists(),
                         settings=settings, calibration_samples=12 if quick else 24)
@@ -136,12 +134,12 @@ def _spot_check(table, supernet) -> float:
 
 
 def _validate(table, supernet, out: Path, lut_path: Path, samples: int, measure: MeasureSettings) -> dict:
-    from .cli_lut import _scatter
+    from .plots import validation_scatter
     from .lookup_tables.build import validate_table
     from .profilers.devices import get_device
 
     result = validate_table(table, supernet, get_backend(RUNTIME), get_device(DEVICE), samples, measure)
-    _scatter(result, out / "lut_validation.png", f"{supernet.spec.arch} on {DEVICE} ({RUNTIME})")
+    validation_scatter(result, out / "lut_validation.png", f"{supernet.spec.arch} on {DEVICE} ({RUNTIME})")
     return result
 
 
@@ -180,48 +178,54 @@ def _search(supernet, table, lut_path: Path, splits, out: Path, quick: bool, con
 
         result = S.greedy_search(supernet, evaluator, costs, targets, path, header, resume_from=previous,
                                  on_step=on_step)
-    from .cli_search import _plots
+    from .plots import search_plots
 
-    _plots(supernet, result, path)
+    search_plots(supernet, result, path)
     return result, targets
 
 
 def _export_and_measure(supernet, table, result: dict, targets, calib, val, settings: TrainSettings, out: Path,
                         measure: MeasureSettings, console: Console) -> list[DemoRow]:
-    from .counting import count, memory_counts
+    from .counting import count, deployed_memory_bytes
     from .nn.config import ChannelConfig
 
     space = supernet.space
     backend = get_backend(RUNTIME)
     shape = (1, supernet.spec.in_chans, supernet.spec.input_size, supernet.spec.input_size)
-    # the widest uniform config under each target's predicted budget: what people do without a search
-    uniform = {}
-    for w in [i / 100 for i in range(15, 151)]:
-        cfg = space.uniform(w, snap=True)
-        uniform.setdefault(cfg, w)
-    uniform_pred = [(w, cfg, table.predict(supernet, cfg).latency_ms) for cfg, w in uniform.items()]
+    from .search import uniform_baseline
+
+    def latency(cfg):
+        return table.predict(supernet, cfg, memory=False).latency_ms
+
     plan = []
     for i, t in enumerate(result["targets"]):
         limit = t["constraints"]["latency_ms"]
         plan.append((f"target {i}", limit, ChannelConfig(t["config"])))
-        fits = [(w, cfg) for w, cfg, p in uniform_pred if p <= limit]
-        if fits:
-            w, cfg = max(fits, key=lambda x: x[0])
-            plan.append((f"uniform {w:.2f}x", limit, cfg))
+        # the widest uniform config under the same predicted budget: what people do without a search
+        baseline = uniform_baseline(space, latency, limit)
+        if baseline is not None:
+            plan.append((f"uniform {baseline[0]:.2f}x", limit, baseline[1]))
     rows = []
     (out / "onnx").mkdir(exist_ok=True)
     for name, limit, cfg in plan:
         top1 = evaluate_config(supernet, cfg, calib, val, settings.eval_batches)["top1"]  # leaves BN calibrated
         path = out / "onnx" / f"{name.replace(' ', '_')}.onnx"
         backend.convert(materialize(supernet, cfg).eval(), [shape], path)
-        with pinned_to_core(measurement_core()):
-            measured = backend.measure(path, measure).median_ms
-        c, m = count(supernet, cfg), memory_counts(supernet, cfg)
-        rows.append(DemoRow(name, limit, table.predict(supernet, cfg).latency_ms, measured, c.macs, c.params,
-                            m.folded_param_bytes + m.peak_activation_bytes, top1, path.stat().st_size))
         atomic_write_bytes(out / "onnx" / f"{name.replace(' ', '_')}.json", cfg.to_json().encode())
-        console.print(f"{name}: predicted {rows[-1].predicted_ms:.3f} ms, measured {measured:.3f} ms, "
-                      f"top-1 {top1:.1f}%")
+        c = count(supernet, cfg)
+        rows.append(DemoRow(name, limit, latency(cfg), 0.0, c.macs, c.params,
+                            deployed_memory_bytes(supernet, cfg, counts=c), top1, path.stat().st_size))
+    # all of them in interleaved rounds: the machine's speed drifts by up to 10% in minutes on
+    # shared VMs, and back to back the configs would each be timed in another spell
+    import tempfile
+
+    from .lookup_tables.build import measure_networks
+
+    with tempfile.TemporaryDirectory() as tmp, pinned_to_core(measurement_core()):
+        measured = measure_networks(supernet, [cfg for _, _, cfg in plan], backend, Path(tmp), measure, 1)
+    for row, ms in zip(rows, measured):
+        row.measured_ms = ms
+        console.print(f"{row.name}: predicted {row.predicted_ms:.3f} ms, measured {ms:.3f} ms, top-1 {row.top1:.1f}%")
     return rows
 
 
@@ -243,7 +247,8 @@ def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, resul
         f"input {result['model']['input_size']}px. Latency: ONNX Runtime {backend.version()}, one thread, "
         f"process pinned to one core; predictions from `{lut_path}`.", "",
         "## Searched configs against uniform width at the same predicted budget", "",
-        "Accuracy: top-1 on the validation split after BN recalibration (supernet weights, not retrained).", "",
+        "Accuracy: top-1 on the validation split after BN recalibration (supernet weights, not retrained). "
+        "Latency: all configs timed in interleaved rounds, medians of the rounds.", "",
         "| config | target ms | predicted ms | measured ms | error | MACs | params | memory KiB | top-1 % | ONNX bytes |",
         "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

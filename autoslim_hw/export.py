@@ -427,6 +427,8 @@ def predict_export_latency(info: ExportedSubnet, lut: str | os.PathLike | None =
                         f"{model_key(info.supernet)}")
     if out["runtime"] != runtime:
         info.warnings.append(f"lookup table {lut} is for {out['runtime']}, the file runs on {runtime}")
+    if table.other_host():
+        info.warnings.append(f"{table.other_host()} (the prediction is for that CPU)")
     try:
         out["latency_ms"] = table.predict(info.supernet, info.config).latency_ms
     except UserError as exc:

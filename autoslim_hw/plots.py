@@ -1,4 +1,5 @@
-"""Figures people would rather look at than read: the search trajectory and channel counts."""
+"""Figures people would rather look at than read: the search trajectory, channel counts per
+layer, and a lookup table's predictions against measurements."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,5 +70,40 @@ def channels_plot(layer_names: list[str], largest: list[int], configs: dict[str,
     axes[-1, 0].set_xticks(list(xs))
     axes[-1, 0].set_xticklabels(layer_names, rotation=90, fontsize=6)
     axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def search_plots(supernet, result: dict, out: Path) -> None:
+    """Beside a search result `out` (x.json): x_trajectory.png, and x_channels.png for the met targets."""
+    from .nn.config import ChannelConfig
+
+    out = Path(out)
+    trajectory_plot(result, out.with_name(out.stem + "_trajectory.png"))
+    met = [(i, t) for i, t in enumerate(result["targets"]) if t.get("met")]
+    if met:
+        space = supernet.space
+        slots = [s for s in space.producer_layers if not space.units[s.out_unit].fixed]
+        largest = space.widths(space.largest())
+        configs = {}
+        for i, t in met:
+            w = space.widths(ChannelConfig(t["config"]))
+            configs[f"target {i}: " + ", ".join(f"{k}<={v:g}" for k, v in t["constraints"].items())] = \
+                [w[s.out_unit] for s in slots]
+        channels_plot([s.name for s in slots], [largest[s.out_unit] for s in slots], configs,
+                      out.with_name(out.stem + "_channels.png"))
+
+
+def validation_scatter(result: dict, path: Path, title: str) -> Path:
+    """Predicted against measured latency of a table's validation, with the y = x line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    m, p = result["measured_ms"], result["predicted_ms"]
+    ax.scatter(m, p, s=12)
+    lo, hi = min(m + p), max(m + p)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"{title}\nMAPE {result['mape']:.1f}%, tau {result['kendall_tau']:.2f}", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

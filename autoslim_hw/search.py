@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ._io import atomic_write_bytes
-from .counting import count, memory_counts
+from .counting import count, deployed_memory_bytes
 from .errors import UserError
 from .nn.config import ChannelConfig
 from .nn.supernet import Supernet, _LeafTracer
@@ -128,13 +128,24 @@ class CostModel:
 
     def __call__(self, config: ChannelConfig) -> dict:
         if config not in self._cache:
-            c, m = count(self.supernet, config), memory_counts(self.supernet, config)
+            c = count(self.supernet, config)
             costs = {"macs": c.macs, "params": c.params,
-                     "memory": m.folded_param_bytes + m.peak_activation_bytes, "latency_ms": None}
+                     "memory": deployed_memory_bytes(self.supernet, config, counts=c), "latency_ms": None}
             if self.table is not None:
-                costs["latency_ms"] = self.table.predict(self.supernet, config).latency_ms
+                costs["latency_ms"] = self.table.predict(self.supernet, config, memory=False).latency_ms
             self._cache[config] = costs
         return self._cache[config]
+
+
+def uniform_baseline(space, cost: Callable[[ChannelConfig], float], limit: float,
+                     at_least: bool = False) -> tuple[float, ChannelConfig] | None:
+    """The uniform-width config one would pick without a search: the widest whose cost is within
+    `limit`, or with at_least=True the narrowest whose cost reaches it (a baseline given at least
+    the searched config's budget). (multiplier, config), or None when no uniform config qualifies."""
+    ladder = space.uniform_ladder()
+    if at_least:
+        return next(((w, cfg) for w, cfg in ladder if cost(cfg) >= limit), None)
+    return next(((w, cfg) for w, cfg in reversed(ladder) if cost(cfg) <= limit), None)
 
 
 def check_feasible(targets: list[Target], costs: CostModel) -> None:

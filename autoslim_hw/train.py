@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ._io import read_text
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import UserError
 from .nn.config import ChannelConfig
@@ -304,7 +305,7 @@ def _read_arch(path: str, supernet: Supernet) -> ChannelConfig:
     if not p.is_file():
         raise UserError(f"--arch {path} does not exist; pass a channel config JSON, or SEARCH.json:N for "
                         "target N of an `autoslim-hw search` result")
-    text = p.read_text()
+    text = read_text(p, "--arch")
     if '"autoslim-hw/search"' in text:
         from .search import load_result
 

@@ -6,7 +6,7 @@ search result, retrain from scratch, with the same recipe and seeds:
   - the searched config;
   - the narrowest uniform-width config whose predicted latency is at least the searched
     config's (uniform gets at least the same budget),
-and print the validation accuracy side by side.
+and print the validation accuracy side by side. Killed, the same command goes on where it stopped.
 
     python benchmarks/search_vs_uniform.py --checkpoint runs/demo/supernet.pt \
         --search runs/demo/search.json --epochs 3 --seeds 0 1 --out runs/svu
@@ -23,18 +23,27 @@ from pathlib import Path
 from autoslim_hw.checkpoint import load_checkpoint, model_from_checkpoint
 from autoslim_hw.lookup_tables import LatencyTable
 from autoslim_hw.nn.config import ChannelConfig
-from autoslim_hw.search import load_result
+from autoslim_hw.search import load_result, uniform_baseline
 from autoslim_hw.train import TrainSettings, train
 
 
 def uniform_at_least(supernet, table, latency_ms: float) -> tuple[float, ChannelConfig, float]:
-    for w in [i / 100 for i in range(15, 151)]:
-        cfg = supernet.space.uniform(w, snap=True)
-        pred = table.predict(supernet, cfg).latency_ms
-        if pred >= latency_ms:
-            return w, cfg, pred
-    cfg = supernet.space.largest()
-    return 1.5, cfg, table.predict(supernet, cfg).latency_ms
+    def latency(cfg):
+        return table.predict(supernet, cfg, memory=False).latency_ms
+
+    found = uniform_baseline(supernet.space, latency, latency_ms, at_least=True)
+    w, cfg = found if found is not None else (supernet.space.width_max, supernet.space.largest())
+    return w, cfg, latency(cfg)
+
+
+def finished(run: Path, epochs: int) -> dict | None:
+    """The last epoch's metrics of a run that completed `epochs` (killed and restarted, the
+    benchmark skips finished runs and resumes the interrupted one)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    last = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][-1:]
+    return last[0] if last and last[0].get("epoch") == epochs else None
 
 
 def main() -> None:
@@ -69,7 +78,9 @@ def main() -> None:
             for seed in args.seeds:
                 s = replace(base, arch=str(path), epochs=args.epochs, lr=args.lr, seed=seed, num_random=0,
                             save_every=0)
-                m = train(s, args.out / f"{name.replace(' ', '_')}-seed{seed}", progress=False)
+                run = args.out / f"{name.replace(' ', '_')}-seed{seed}"
+                m = finished(run, args.epochs) or train(s, run, resume=(run / "supernet.pt").exists(),
+                                                        progress=False)
                 accs.append(m["val_top1"])
             rows.append({"config": name, "predicted_ms": ms, "top1": accs, "mean": statistics.mean(accs)})
             print(json.dumps(rows[-1]), flush=True)

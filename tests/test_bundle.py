@@ -539,8 +539,9 @@ def test_cli_bundle_run_local_import(tmp_path):
     ckpt = tmp_path / "supernet.pt"
     save_checkpoint(ckpt, {"kind": "supernet", "spec": net.spec.to_dict(), "model": net.state_dict()})
     out = tmp_path / "bundle"
+    # --min-secs 0.01: a few runs of a 2x2 layer can all round down to 0 us, as on benchmark_model
     r = run_cli("lut", "bundle", "--checkpoint", ckpt, "--out", out, "--warmup-runs", "1", "--num-runs", "3",
-                "--min-secs", "0", "--warmup-min-secs", "0", "--calibration", "2", "--validation", "1")
+                "--min-secs", "0.01", "--warmup-min-secs", "0", "--calibration", "2", "--validation", "1")
     assert r.returncode == 0, r.stderr
     manifest = load_manifest(out)
     assert len(manifest["models"]) == len(enumerate_signatures(net)) and len(manifest["networks"]) == 3

@@ -99,3 +99,21 @@ def test_sampling_covers_options_and_extremes(mbv2):
             seen[k].add(v)
     assert all(seen[u.name] == set(u.options) for u in space.free_units if len(u.options) <= 6)
     assert all(space.smallest()[u.name] == u.options[0] for u in space.free_units)
+
+
+def test_uniform_ladder_and_the_baseline_under_a_budget(mbv2):
+    from autoslim_hw.counting import count
+    from autoslim_hw.search import uniform_baseline
+
+    ladder = mbv2.space.uniform_ladder()
+    assert ladder[0] == (0.15, mbv2.space.smallest()) and ladder[-1][1] == mbv2.space.largest()
+    assert len({cfg for _, cfg in ladder}) == len(ladder)  # distinct configs, narrowest first
+    macs = [count(mbv2, cfg).macs for _, cfg in ladder]
+    assert macs == sorted(macs)
+    # the 1.0x network's MACs (87.98M, AutoSlim Table 2) as the budget: uniform 1.0x fits exactly
+    budget = count(mbv2, mbv2.space.uniform(1.0, snap=True)).macs
+    w, cfg = uniform_baseline(mbv2.space, lambda c: count(mbv2, c).macs, budget)
+    assert cfg == mbv2.space.uniform(1.0, snap=True) and w <= 1.0
+    w2, cfg2 = uniform_baseline(mbv2.space, lambda c: count(mbv2, c).macs, budget + 1, at_least=True)
+    assert count(mbv2, cfg2).macs > budget and w2 > 1.0  # the narrowest above the budget
+    assert uniform_baseline(mbv2.space, lambda c: count(mbv2, c).macs, 1) is None

@@ -26,7 +26,7 @@ def _interrupt_when(cmd, ready, cwd, timeout=300):
 
 def test_ctrl_c_during_profile_then_resume(tmp_path):
     out = tmp_path / "lut.json"
-    cmd = ["profile", "--model", "mobilenet_v2_cifar", "--input-size", "8", "--runs", "2", "--rounds", "1",
+    cmd = ["profile", "--model", "mobilenet_v2_cifar", "--input-size", "8", "--runs", "2", "--rounds", "1", "--passes", "1",
            "--calibration", "0", "--out", out]
     code, _, err = _interrupt_when(cmd, out.exists, tmp_path)  # the first save comes after 25 entries
     assert code == 130 and "Traceback" not in err and "interrupted" in err

@@ -100,9 +100,15 @@ def test_build_resume_and_validate_with_onnxruntime(tmp_path):
     table = build_table(net, backend, device, out, settings=settings, calibration_samples=4, progress=False)
     assert table.coverage(net) == (12, 12)
     assert all(e["median_ms"] > 0 for e in table.entries.values())
-    cal = next(iter(table.calibrations.values()))
-    assert cal["samples"] == 4 and 0 <= cal["r2"] <= 1  # microsecond ops: the fit's sign is noise here
-    assert table.predict(net, net.space.largest()).calibrated
+    # microsecond ops: the fit's sign is noise here; a fit that does not increase is left out
+    if table.calibrations:
+        cal = next(iter(table.calibrations.values()))
+        assert cal["samples"] == 4 and 0 <= cal["r2"] <= 1 and cal["slope"] > 0
+        assert len(cal["networks"]) == 4 and all(n["measured_ms"] > 0 for n in cal["networks"])
+        assert table.predict(net, net.space.largest()).calibrated
+    else:
+        assert "not increasing" in table.metadata["calibration_skipped"]
+        assert not table.predict(net, net.space.largest()).calibrated
     # an interrupted build: entries missing; --resume measures exactly those
     partial = LatencyTable.load(out)
     removed = sorted(partial.entries)[:5]
@@ -136,9 +142,16 @@ def test_predicted_memory_equals_onnx_runtime_profile(tmp_path):
     from autoslim_hw.export import export_onnx, materialize
     from autoslim_hw.profilers.memory import profile_onnx_memory
 
-    net = tiny_supernet()
+    # multiples of 16 channels: ORT's blocked layout (8 channels a block with AVX2, 16 with
+    # AVX-512) pads narrower weights
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+        nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
+    net = slimmable(model, width_max=1.0, groups=2, divisor=16, input_size=8)
     table = _synthetic_table(net, lambda sig: 0.01)
-    cfg = net.space.largest()  # multiples of 8 channels: ORT's blocked layout pads narrower weights
+    cfg = net.space.largest()
     path = export_onnx(materialize(net, cfg).eval(), tmp_path / "m.onnx", (1, 3, 8, 8))
     prof = profile_onnx_memory(path, rss=False)
     assert table.predict(net, cfg).memory_bytes == prof.parameter_bytes + prof.peak_activation_bytes
@@ -158,3 +171,115 @@ def test_build_with_worker_processes_measures_every_signature_once(tmp_path):
     with pytest.raises(UserError, match="--jobs"):
         build_table(net, get_backend("onnxruntime"), get_device("cpu-1core"), tmp_path / "k.json",
                     settings=settings, calibration_samples=0, progress=False, jobs=0)
+
+
+def test_passes_keep_each_measurement_and_use_their_median():
+    net = tiny_supernet()
+    table = new_table(get_device("cpu-1core"), get_backend("onnxruntime"), MeasureSettings())
+    sig = enumerate_signatures(net)[0]
+    for ms, lo, hi in [(1.0, 0.9, 1.2), (3.0, 2.5, 3.5), (2.0, 1.8, 2.1)]:
+        table.add(sig, ms, lo, hi)
+    entry = table.entries[sig.key]
+    assert entry["passes_ms"] == [1.0, 3.0, 2.0] and entry["median_ms"] == 2.0
+    assert (entry["p10_ms"], entry["p90_ms"]) == (0.9, 3.5)  # the widest spread seen
+    assert table.passes(sig.key) == 3 and table.passes("conv|1x1|1->1|k1s1p0g1|none") == 0
+    # an entry of an older table (no passes_ms) counts as one pass
+    table.entries[sig.key] = {"sig": sig.to_dict(), "median_ms": 4.0, "p10_ms": 3.0, "p90_ms": 5.0}
+    table.add(sig, 6.0, 5.0, 7.0)
+    assert table.entries[sig.key]["passes_ms"] == [4.0, 6.0] and table.entries[sig.key]["median_ms"] == 5.0
+
+
+def test_build_in_passes_and_resume_with_more_passes(tmp_path):
+    net = tiny_supernet()
+    backend, device = get_backend("onnxruntime"), get_device("cpu-1core")
+    settings = MeasureSettings(warmup=1, runs=3, rounds=1)
+    out = tmp_path / "lut.json"
+    table = build_table(net, backend, device, out, settings=settings, calibration_samples=0, progress=False,
+                        passes=2)
+    order = [s.key for s in enumerate_signatures(net)]
+    assert list(table.entries) == order  # measured in random order, stored in the enumeration's
+    assert all(len(e["passes_ms"]) == 2 and all(ms > 0 for ms in e["passes_ms"]) for e in table.entries.values())
+    first = {k: e["passes_ms"] for k, e in table.entries.items()}
+    more = build_table(net, backend, device, out, resume=True, settings=settings, calibration_samples=0,
+                       progress=False, passes=3)
+    assert all(e["passes_ms"][:2] == first[k] and len(e["passes_ms"]) == 3 for k, e in more.entries.items())
+    with pytest.raises(UserError, match="--passes"):
+        build_table(net, backend, device, tmp_path / "p.json", settings=settings, progress=False, passes=0)
+
+
+def test_calibration_fit_recovers_a_line_and_refuses_unusable_ones():
+    from autoslim_hw.lookup_tables.table import CalibrationSkipped, apply_calibration, fit_calibration
+
+    one = [{"conv": x, "dwconv": 0.0, "other": 0.0} for x in (1.0, 2.0, 3.0, 4.0)]
+    cal = fit_calibration(one, [2 * x + 0.5 for x in (1.0, 2.0, 3.0, 4.0)])
+    assert (cal["slope"], cal["intercept"], cal["r2"]) == (pytest.approx(2), pytest.approx(0.5), pytest.approx(1))
+    assert "coef" not in cal  # 4 networks are too few for a fit per op group
+    # 12 networks, measured = 1.1 conv + 1.3 dwconv + 2.0 other + 0.1: the per-group fit finds it
+    import random
+
+    rng = random.Random(0)
+    sums = [{"conv": rng.uniform(1, 5), "dwconv": rng.uniform(0.5, 2), "other": rng.uniform(0, 0.5)} for _ in range(12)]
+    measured = [1.1 * s["conv"] + 1.3 * s["dwconv"] + 2.0 * s["other"] + 0.1 for s in sums]
+    cal = fit_calibration(sums, measured)
+    assert cal["coef"] == {"conv": pytest.approx(1.1), "dwconv": pytest.approx(1.3), "other": pytest.approx(2.0)}
+    assert apply_calibration(cal, sums[0]) == pytest.approx(measured[0])
+    with pytest.raises(CalibrationSkipped, match="not increasing"):
+        fit_calibration(one, [5.0, 4.0, 3.0, 2.0])
+    with pytest.raises(CalibrationSkipped, match="equal layer sums"):
+        fit_calibration([one[0]] * 3, [1.0, 2.0, 3.0])
+    with pytest.raises(CalibrationSkipped, match="1 calibration network"):
+        fit_calibration(one[:1], [1.0])
+
+
+class _Recorder:
+    """A backend stand-in that records which model each run was of (the interleaving is the test)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def load(self, path, threads=1):
+        return lambda: self.calls.append(path)
+
+
+def test_interleaved_rounds_visit_every_model_once_per_round_in_new_orders():
+    from autoslim_hw.profilers.base import measure_interleaved
+
+    rec = _Recorder()
+    settings = MeasureSettings(warmup=1, runs=3, rounds=4, min_round_s=0)
+    lats = measure_interleaved(rec, ["a", "b", "c", "d"], settings)
+    assert rec.calls[:4] == ["a", "b", "c", "d"]  # one warm-up run each
+    visits = [rec.calls[i:i + 5] for i in range(4, len(rec.calls), 5)]  # 2 untimed + 3 timed runs a visit
+    assert len(visits) == 16 and all(len(set(v)) == 1 for v in visits)
+    rounds = [[v[0] for v in visits[r * 4:(r + 1) * 4]] for r in range(4)]
+    assert all(sorted(r) == ["a", "b", "c", "d"] for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # a fresh order each round
+    assert [lat.runs for lat in lats] == [4] * 4  # one median per round
+
+    rec = _Recorder()
+    measure_interleaved(rec, ["a", "b", "c", "d"], settings, chunk=2)
+    assert set(rec.calls[:len(rec.calls) // 2]) == {"a", "b"}  # a chunk at a time
+
+
+def test_validation_tells_machine_drift_from_table_error(tmp_path):
+    """Pretend the build ran on a machine twice as fast: its anchor networks' recorded latencies
+    are halved. Validation measures them again, finds a speed factor near 2, and corrects by it."""
+    from autoslim_hw.lookup_tables.table import fidelity
+
+    net = tiny_supernet()
+    backend, device = get_backend("onnxruntime"), get_device("cpu-1core")
+    settings = MeasureSettings(warmup=3, runs=20, rounds=3)
+    table = build_table(net, backend, device, tmp_path / "lut.json", settings=settings, calibration_samples=0,
+                        progress=False)
+    from autoslim_hw.lookup_tables.build import measure_networks
+    from autoslim_hw.lookup_tables.table import model_key
+
+    anchors = [net.space.smallest(), net.space.largest()]
+    measured = measure_networks(net, anchors, backend, tmp_path, settings, 1)
+    table.calibrations[model_key(net)] = {"slope": 1.0, "intercept": 0.0, "r2": 1.0, "samples": 2, "networks": [
+        {"config": dict(c), "measured_ms": m / 2} for c, m in zip(anchors, measured)]}
+    result = validate_table(table, net, backend, device, samples=4, settings=settings, progress=False)
+    assert 1.4 < result["speed_factor"] < 2.8
+    import numpy as np
+
+    corrected = np.array(result["measured_ms"]) / result["speed_factor"]  # one chunk: one factor
+    assert result["adjusted"] == fidelity(result["predicted_ms"], corrected)

@@ -17,10 +17,10 @@ from ..errors import UserError
 from ..export import materialize
 from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
-from ..profilers.base import Backend, MeasureSettings, pinned_to_core
+from ..profilers.base import Backend, MeasureSettings, measure_interleaved, pinned_to_core
 from ..profilers.devices import DeviceSpec, measurement_core
 from .signatures import Signature, enumerate_signatures
-from .table import LatencyTable, fit_calibration, model_key
+from .table import CalibrationSkipped, LatencyTable, fidelity, fit_calibration, model_key
 
 _ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "sigmoid": nn.Sigmoid}
 
@@ -109,28 +109,49 @@ def _converted_ops(backend: Backend, todo: list[Signature], workdir: Path, jobs:
 
 def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: Path, resume: bool = False,
                 settings: MeasureSettings = MeasureSettings(), calibration_samples: int = 24,
-                save_every: int = 25, progress: bool = True, jobs: int = 1) -> LatencyTable:
-    """jobs > 1: write the single-op files in jobs - 1 processes on the other cores while this
+                save_every: int = 25, progress: bool = True, jobs: int = 1, passes: int = 1,
+                seed: int = 0) -> LatencyTable:
+    """Measure every signature `passes` times (each pass in its own random order; an entry is
+    the median of its passes), then calibrate against whole sub-networks.
+
+    Why random order: the ops of one layer family, measured back to back, would share one spell
+    of the machine's speed drift (5-10% over minutes on shared VMs), biasing the whole family the
+    same way; in random order each entry's drift is its own, and a network's sum of some fifty
+    entries averages it out. Passes at different times average it further.
+    jobs > 1: write the single-op files in jobs - 1 processes on the other cores while this
     one measures on its pinned core (faster builds; the writers share memory bandwidth)."""
     out = Path(out)
     if out.exists() and not resume:
         raise UserError(f"{out} exists; pass --resume to complete it or choose another --out")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    if passes < 1:
+        raise UserError(f"--passes must be at least 1, got {passes}")
     if resume and out.exists():
         table = LatencyTable.load(out)
-        table.check_target(device.name, backend.name)
+        have = (table.metadata.get("device", {}).get("name"), table.metadata.get("runtime"))
+        if have != (device.name, backend.name):
+            raise UserError(f"--resume: {out} holds a table of {have[0]!r} with {have[1]!r}, not {device.name!r} "
+                            f"with {backend.name!r}; profile into another --out")
+        if table.other_host():
+            raise UserError(f"--resume: {table.other_host()}; profile this host into another --out")
     else:
         table = new_table(device, backend, settings)
     key = model_key(supernet)
     if key not in [m["key"] for m in table.metadata["models"]]:
         table.metadata["models"].append({"key": key, "spec": supernet.spec.to_dict()})
-    todo = [s for s in enumerate_signatures(supernet) if s.key not in table.entries]
+    signatures = enumerate_signatures(supernet)
+    rng = random.Random(seed)  # the same order again on resume
+    todo = []
+    for p in range(passes):
+        batch = [s for s in signatures if table.passes(s.key) <= p]
+        rng.shuffle(batch)
+        todo += batch
     core = measurement_core() if device.pin_core else None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("profiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.fields[op]}"), disable=not progress)
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
     others = set(os.sched_getaffinity(0)) - ({core} if core is not None else set())
     if jobs > 1 and not others:
         raise UserError(f"--jobs {jobs} needs a core besides the measurement core {core}; use --jobs 1")
@@ -144,21 +165,45 @@ def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: P
             bar.update(task, advance=1, op=sig.key)
             if (i + 1) % save_every == 0:
                 table.save(out)
+        table.order_entries([s.key for s in signatures])
         table.save(out)
         if key not in table.calibrations and calibration_samples > 0:
-            table.calibrations[key] = calibrate(table, supernet, backend, device, calibration_samples, Path(tmp),
-                                                settings)
+            try:
+                table.calibrations[key] = calibrate(table, supernet, backend, device, calibration_samples,
+                                                    Path(tmp), settings)
+                table.metadata.pop("calibration_skipped", None)
+            except CalibrationSkipped as exc:
+                table.metadata["calibration_skipped"] = f"{key}: {exc}"
             table.save(out)
     return table
 
 
-def measure_network(supernet: Supernet, config, backend: Backend, workdir: Path, settings: MeasureSettings,
-                    threads: int) -> float:
+def network_settings(settings: MeasureSettings) -> MeasureSettings:
+    """Whole networks are timed in interleaved rounds (see `measure_interleaved`): twice the
+    rounds of half the runs, about the same time as a single op's measurement."""
+    return MeasureSettings(settings.warmup, max(5, settings.runs // 2), 2 * settings.rounds, settings.min_round_s)
+
+
+def measure_networks(supernet: Supernet, configs: list, backend: Backend, workdir: Path, settings: MeasureSettings,
+                     threads: int, seed: int = 0) -> list[float]:
+    """Median latency (ms) of each config's materialized subnet, timed in interleaved rounds."""
     spec = supernet.spec
     shape = (1, spec.in_chans, spec.input_size, spec.input_size)
-    path = workdir / f"net{backend.suffix}"
-    backend.convert(materialize(supernet, config).eval(), [shape], path)
-    return backend.measure(path, settings, threads).median_ms
+    paths = []
+    for i, cfg in enumerate(configs):
+        paths.append(workdir / f"net{i}{backend.suffix}")
+        backend.convert(materialize(supernet, cfg).eval(), [shape], paths[-1])
+    try:
+        lats = measure_interleaved(backend, paths, network_settings(settings), threads, seed=seed)
+    finally:
+        for p in paths:
+            p.unlink(missing_ok=True)
+    return [lat.median_ms for lat in lats]
+
+
+def measure_network(supernet: Supernet, config, backend: Backend, workdir: Path, settings: MeasureSettings,
+                    threads: int) -> float:
+    return measure_networks(supernet, [config], backend, workdir, settings, threads)[0]
 
 
 def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
@@ -187,36 +232,71 @@ def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
 
 def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,
               workdir: Path, settings: MeasureSettings) -> dict:
-    """Fit measured whole-network latency against the layer sums on `samples` sub-networks."""
-    sums, measured = [], []
-    for cfg in sample_configs(supernet, max(samples, 2), seed=12345):
-        sums.append(table.layer_sums(supernet, cfg)[0])
-        measured.append(measure_network(supernet, cfg, backend, workdir, settings, device.threads))
-    return fit_calibration(sums, measured)
+    """Fit measured whole-network latency against the layer sums on `samples` sub-networks
+    (CalibrationSkipped when no usable fit). The networks and their latencies are kept:
+    `validate_table` measures a few of them again as anchors, to tell the table's error from
+    the machine's drift since the build."""
+    configs = sample_configs(supernet, max(samples, 2), seed=12345)
+    measured = measure_networks(supernet, configs, backend, workdir, settings, device.threads)
+    fit = fit_calibration([table.features(supernet, cfg) for cfg in configs], measured)
+    fit["networks"] = [{"config": dict(cfg), "measured_ms": m} for cfg, m in zip(configs, measured)]
+    return fit
+
+
+def _anchors(table: LatencyTable, supernet: Supernet, n: int = 4) -> list[tuple[ChannelConfig, float]]:
+    """n calibration networks spread over their latency range, with the latency measured at build."""
+    nets = sorted(table.calibrations.get(model_key(supernet), {}).get("networks", []), key=lambda x: x["measured_ms"])
+    if len(nets) < n:
+        return [(ChannelConfig(x["config"]), x["measured_ms"]) for x in nets]
+    picks = [nets[round((k + 0.5) * len(nets) / n - 0.5)] for k in range(n)]
+    return [(ChannelConfig(x["config"]), x["measured_ms"]) for x in picks]
+
+
+def measure_with_anchors(table: LatencyTable, supernet: Supernet, configs: list, backend: Backend, workdir: Path,
+                         settings: MeasureSettings, threads: int, seed: int = 0) -> tuple[list[float], float | None]:
+    """Latencies of `configs` timed in interleaved rounds together with a few of the table's
+    calibration networks (anchors), and the machine's speed against the build: the anchors'
+    median ratio of now to then (> 1: slower now; None when the table kept no networks)."""
+    import numpy as np
+
+    anchors = _anchors(table, supernet)
+    lat = measure_networks(supernet, list(configs) + [a for a, _ in anchors], backend, workdir, settings, threads,
+                           seed=seed)
+    factor = float(np.median([now / then for now, (_, then) in zip(lat[len(configs):], anchors)])) if anchors else None
+    return lat[:len(configs)], factor
 
 
 def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,
-                   settings: MeasureSettings = MeasureSettings(), seed: int = 7, progress: bool = True) -> dict:
-    """Measure random sub-networks end to end and compare with the table's predictions."""
+                   settings: MeasureSettings = MeasureSettings(), seed: int = 7, progress: bool = True,
+                   chunk: int = 25) -> dict:
+    """Measure random sub-networks end to end and compare with the table's predictions.
+
+    Networks are timed `chunk` at a time with `measure_with_anchors`: the anchors' slowdown
+    since the build is the machine's drift (`speed_factor`, > 1: slower now); `adjusted` gives
+    the same statistics for latencies divided by it, i.e. the table's own error. The top-level
+    statistics compare with the raw measured latencies."""
     import numpy as np
-    from scipy.stats import kendalltau
 
     core = measurement_core() if device.pin_core else None
     rng = random.Random(seed)
-    predicted, measured = [], []
+    configs = [supernet.space.sample(rng) for _ in range(samples)]
+    predicted = [table.predict(supernet, cfg, memory=False).latency_ms for cfg in configs]
+    measured, factors = [], []
     from rich.progress import track
 
     with tempfile.TemporaryDirectory() as tmp, pinned_to_core(core):
-        for _ in track(range(samples), description="validating", disable=not progress):
-            cfg = supernet.space.sample(rng)
-            predicted.append(table.predict(supernet, cfg).latency_ms)
-            measured.append(measure_network(supernet, cfg, backend, Path(tmp), settings, device.threads))
+        chunks = [configs[i:i + chunk] for i in range(0, samples, chunk)]
+        for k, part in enumerate(track(chunks, description="validating", disable=not progress)):
+            lat, factor = measure_with_anchors(table, supernet, part, backend, Path(tmp), settings, device.threads,
+                                               seed=seed + k)
+            measured += lat
+            factors += [factor] * len(part)
     p, m = np.array(predicted), np.array(measured)
-    err = np.abs(p - m) / m * 100
-    tau = kendalltau(p, m).statistic if samples > 1 else float("nan")
-    return {"mape": float(err.mean()), "max_error": float(err.max()), "kendall_tau": float(tau),
-            "within_5pct": float((err <= 5).mean()), "within_10pct": float((err <= 10).mean()),
-            "samples": samples, "predicted_ms": p.tolist(), "measured_ms": m.tolist()}
+    out = {**fidelity(p, m), "samples": samples, "predicted_ms": p.tolist(), "measured_ms": m.tolist()}
+    if factors and factors[0] is not None:
+        out["speed_factor"] = float(np.median(factors))
+        out["adjusted"] = fidelity(p, m / np.array(factors))
+    return out
 
 
-__all__ = ["build_table", "validate_table", "single_op_model", "calibrate"]
+__all__ = ["build_table", "validate_table", "measure_with_anchors", "single_op_model", "calibrate"]

@@ -42,7 +42,8 @@ from .. import __version__
 from .._io import atomic_write_bytes
 from ..errors import UserError
 from .signatures import Signature, config_signatures, deployed_ops, enumerate_signatures
-from .table import LatencyTable, model_key
+from .table import (OP_GROUPS, CalibrationSkipped, LatencyTable, apply_calibration, fidelity, fit_calibration,
+                    model_key, op_group, weights_mb)
 
 BUNDLE_FORMAT = "autoslim-hw/bundle"
 BUNDLE_VERSION = 1
@@ -178,7 +179,7 @@ def write_bundle(supernet, out_dir: str | os.PathLike, runtime: str = "litert",
                 backend.convert(materialize(supernet, cfg).eval(), [shape], tmp / "models" / name)
                 keys = [s.key for s in config_signatures(supernet, cfg, ops)]
                 networks.append({"file": f"models/{name}", "role": "calibration" if role == "cal" else "validation",
-                                 "config": dict(cfg), "signatures": keys})
+                                 "config": dict(cfg), "signatures": keys, "weights_mb": weights_mb(supernet, cfg)})
                 bar.update(task, advance=1, item=name)
         body = {"model": spec.to_dict(), "model_key": model_key(supernet), "runtime": runtime,
                 "benchmark": settings.to_dict(), "models": models, "networks": networks}
@@ -462,7 +463,7 @@ def run_bundle_locally(bundle_dir: str | os.PathLike, results_dir: str | os.Path
             path = bundle / file
             rss0 = _rss_mb()
             t0 = time.perf_counter_ns() // 1000
-            run = backend.load(path, threads)
+            run = backend.load(path, threads, copy_input=False)  # benchmark_model fills inputs once
             init_us = time.perf_counter_ns() // 1000 - t0
             rss1 = _rss_mb()
             warm = _run_phase(run, settings.warmup_runs, settings.warmup_min_secs, settings.max_secs)
@@ -580,7 +581,8 @@ def import_results(bundle_dir: str | os.PathLike, results_dir: str | os.PathLike
         "cpu_model": soc or product, "threads": 1, "created": _now(), "tool_version": __version__,
         "settings": {"warmup": b["warmup_runs"], "runs": b["num_runs"], "rounds": 1, **b},
         "statistic": (f"median_ms is benchmark_model's {statistic} of the timed runs (it prints the mean, and the "
-                      "median only in recent builds); p10_ms/p90_ms are avg -/+ 1.2816 std (normal approximation), "
+                      "median only in recent builds; medians under 10 us, printed in whole microseconds, give way "
+                      "to the mean); p10_ms/p90_ms are avg -/+ 1.2816 std (normal approximation), "
                       "clamped to [min, max]"),
         "models": [{"key": manifest["model_key"], "spec": manifest["model"]}],
         "bundle": {"bundle_id": manifest["bundle_id"], "measured": len(parsed), "total": total,
@@ -600,59 +602,40 @@ def import_results(bundle_dir: str | os.PathLike, results_dir: str | os.PathLike
         r = parsed.get(net["file"])
         if r is None or not all(k in table.entries for k in net["signatures"]):
             continue
-        layer_sum = sum(table.entries[k]["median_ms"] for k in net["signatures"])
-        (cal if net["role"] == "calibration" else val).append((layer_sum, _latency(r)[0]))
-    table.metadata.update(_calibrate(table, manifest["model_key"], cal))
+        features = {g: 0.0 for g in OP_GROUPS}
+        for k in net["signatures"]:
+            features[op_group(table.entries[k]["sig"]["op"])] += table.entries[k]["median_ms"]
+        if "weights_mb" in net:  # bundles of earlier versions lack it: no weights term then
+            features["weights_mb"] = net["weights_mb"]
+        (cal if net["role"] == "calibration" else val).append((features, _latency(r)[0]))
+    key = manifest["model_key"]
+    try:
+        table.calibrations[key] = fit_calibration([s for s, _ in cal], [m for _, m in cal])
+    except CalibrationSkipped as exc:
+        table.metadata["calibration_skipped"] = str(exc)
     if val:
-        table.metadata["validation"] = _validation(val, table.calibrations.get(manifest["model_key"]))
+        c = table.calibrations.get(key)
+        pred = [apply_calibration(c, f) if c else sum(f[g] for g in OP_GROUPS) for f, _ in val]
+        meas = [m for _, m in val]
+        table.metadata["validation"] = {**fidelity(pred, meas), "samples": len(val), "calibrated": c is not None,
+                                        "predicted_ms": pred, "measured_ms": meas}
     if out is not None:
         table.save(out)
     return table
 
 
-def _calibrate(table: LatencyTable, key: str, cal: list[tuple[float, float]]) -> dict:
-    """Fit measured = slope * layer_sum + intercept on the calibration networks (as `profile`
-    does); returns a metadata note when there is no usable fit."""
-    import numpy as np
-    from scipy.stats import linregress
-
-    if len(cal) < 2:
-        return {"calibration_skipped": f"{len(cal)} calibration network(s) measured; predictions are layer sums"}
-    if np.ptp([x for x, _ in cal]) <= 0:
-        return {"calibration_skipped": "the calibration networks have equal layer sums; predictions are layer sums"}
-    fit = linregress([x for x, _ in cal], [y for _, y in cal])
-    if not (fit.slope > 0 and math.isfinite(fit.rvalue)):  # a flat fit would rank every sub-network alike
-        return {"calibration_skipped": f"the fit on {len(cal)} networks is not increasing (slope {fit.slope:.3g}); "
-                                       "predictions are layer sums"}
-    table.calibrations[key] = {"slope": float(fit.slope), "intercept": float(fit.intercept),
-                               "r2": float(fit.rvalue ** 2), "samples": len(cal)}
-    return {}
-
-
 def _latency(r: dict) -> tuple[float, float, float]:
-    mid = r["median_ms"] if r["median_ms"] is not None else r["avg_ms"]
+    """(median, p10, p90) in ms. benchmark_model prints the median in whole microseconds: under
+    10 us that rounding is over 5%, so such ops (single tiny layers) take its mean, printed
+    with decimals."""
+    small = r["median_ms"] is not None and r["median_ms"] < 0.010 and r["avg_ms"] is not None
+    mid = r["median_ms"] if r["median_ms"] is not None and not small else r["avg_ms"]
     if r["std_ms"] is None:
         return mid, mid, mid
     lo, hi = r["avg_ms"] - _Z10 * r["std_ms"], r["avg_ms"] + _Z10 * r["std_ms"]
     if r["min_ms"] is not None and r["max_ms"] is not None:
         lo, hi = max(lo, r["min_ms"]), min(hi, r["max_ms"])
     return mid, min(lo, mid), max(hi, mid)
-
-
-def _validation(pairs: list[tuple[float, float]], cal: dict | None) -> dict:
-    """Predicted (calibrated layer sum) against measured latency of the held-out networks."""
-    import numpy as np
-    from scipy.stats import kendalltau
-
-    raw = np.array([x for x, _ in pairs])
-    pred = cal["slope"] * raw + cal["intercept"] if cal else raw
-    meas = np.array([y for _, y in pairs])
-    err = np.abs(pred - meas) / meas * 100
-    tau = float(kendalltau(pred, meas).statistic) if len(pairs) > 1 else float("nan")
-    return {"mape": float(err.mean()), "max_error": float(err.max()), "kendall_tau": tau,
-            "within_5pct": float((err <= 5).mean()), "within_10pct": float((err <= 10).mean()),
-            "samples": len(pairs), "calibrated": cal is not None,
-            "predicted_ms": pred.tolist(), "measured_ms": meas.tolist()}
 
 
 # The device script. @NAME@ placeholders are filled by _device_script.

@@ -23,20 +23,32 @@ def default_table_path(supernet: Supernet, device: str, runtime: str) -> Path:
 
 def find_table(supernet: Supernet, device: str, runtime: str) -> Path | None:
     """A table for this device and runtime that was profiled for this exact model
-    (architecture, widths and input size), or None."""
+    (architecture, widths and input size), or None. For this host's devices (cpu-1core, ...)
+    only a table measured on this host's CPU model will do."""
+    return next((path for path, table in _tables_for(supernet, device, runtime) if not table.other_host()), None)
+
+
+def tables_of_other_hosts(supernet: Supernet, device: str, runtime: str) -> list[tuple[Path, str]]:
+    """(path, CPU model) of tables that would fit but were measured on another CPU: worth naming
+    when none fits, since --allow-mismatch can use them."""
+    return [(path, table.metadata.get("cpu_model", "?")) for path, table in _tables_for(supernet, device, runtime)
+            if table.other_host()]
+
+
+def _tables_for(supernet: Supernet, device: str, runtime: str):
     key = model_key(supernet)
     for folder in table_dirs():
         if not folder.is_dir():
             continue
         for path in sorted([*folder.glob("*.json"), *folder.glob("*.json.gz")]):
             try:
-                md = LatencyTable.load(path).metadata
+                table = LatencyTable.load(path)
             except UserError:
                 continue  # not a table (or a broken one): it cannot be the one asked for
+            md = table.metadata
             if (md.get("device", {}).get("name"), md.get("runtime")) == (device, runtime) and \
                     key in [m.get("key") for m in md.get("models", [])]:
-                return path
-    return None
+                yield path, table
 
 
 def check_table_model(table: LatencyTable, supernet: Supernet, path: Path, profile_hint: str,

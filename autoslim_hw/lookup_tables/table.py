@@ -11,7 +11,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
+import statistics
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,10 +90,40 @@ class LatencyTable:
         if have != (device, runtime) and not allow_mismatch:
             raise UserError(f"lookup table is for device {have[0]!r} with {have[1]!r}, but {device!r} with "
                             f"{runtime!r} was asked for; use a matching table or pass --allow-mismatch")
+        why = self.other_host()
+        if why and not allow_mismatch:
+            raise UserError(f"{why}; build this host's table with `autoslim-hw profile` or pass --allow-mismatch")
+
+    def other_host(self) -> str | None:
+        """Why a table of a host device (cpu-1core: "this computer, one core") does not describe
+        this computer: it was measured on another CPU model. None when it does, and for phones."""
+        from ..profilers.devices import cpu_model
+
+        dev = self.metadata.get("device", {})
+        theirs = self.metadata.get("cpu_model") or dev.get("cpu_model")
+        if dev.get("kind", "host") != "host" or not theirs or theirs == cpu_model():
+            return None
+        return f"lookup table was measured on {theirs}, but this host is {cpu_model()}: its latencies do not hold here"
 
     # --- prediction ---------------------------------------------------------------------------
     def add(self, sig: Signature, median_ms: float, p10_ms: float, p90_ms: float) -> None:
-        self.entries[sig.key] = {"sig": sig.to_dict(), "median_ms": median_ms, "p10_ms": p10_ms, "p90_ms": p90_ms}
+        """One pass's measurement of `sig`. An entry measured in several passes (at different
+        times) keeps each pass's median; its latency is their median, its spread theirs."""
+        old = self.entries.get(sig.key)
+        passes = (old.get("passes_ms", [old["median_ms"]]) if old else []) + [median_ms]
+        self.entries[sig.key] = {"sig": sig.to_dict(), "median_ms": statistics.median(passes),
+                                 "p10_ms": min(p10_ms, old["p10_ms"]) if old else p10_ms,
+                                 "p90_ms": max(p90_ms, old["p90_ms"]) if old else p90_ms, "passes_ms": passes}
+
+    def passes(self, key: str) -> int:
+        """How many times an entry was measured (0: not yet)."""
+        entry = self.entries.get(key)
+        return 0 if entry is None else len(entry.get("passes_ms", [entry["median_ms"]]))
+
+    def order_entries(self, keys: list[str]) -> None:
+        """Entries in this order (the enumeration's, readable), others after: builds measure in random order."""
+        rank = {k: i for i, k in enumerate(keys)}
+        self.entries = dict(sorted(self.entries.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
     def _ops(self, supernet: Supernet) -> list[DeployedOp]:
         if supernet not in self._ops_cache:
@@ -115,17 +147,26 @@ class LatencyTable:
         sums, estimated = self.layer_sums(supernet, config)
         return sum(sums.values()), estimated
 
-    def predict(self, supernet: Supernet, config: ChannelConfig) -> Prediction:
+    def predict(self, supernet: Supernet, config: ChannelConfig, memory: bool = True) -> Prediction:
+        """Latency and (unless memory=False, which callers that count memory themselves pass)
+        deployed memory of `config`."""
         sums, estimated = self.layer_sums(supernet, config)
         raw = sum(sums.values())
-        from ..counting import memory_counts
+        memory_bytes = 0
+        if memory:
+            from ..counting import deployed_memory_bytes
 
-        m = memory_counts(supernet, config)
-        memory = m.folded_param_bytes + m.peak_activation_bytes
+            memory_bytes = deployed_memory_bytes(supernet, config)
         cal = self.calibrations.get(model_key(supernet))
         if cal is None:
-            return Prediction(raw, raw, estimated, False, memory)
-        return Prediction(apply_calibration(cal, sums), raw, estimated, True, memory)
+            return Prediction(raw, raw, estimated, False, memory_bytes)
+        if "weights_mb" in cal.get("coef", {}):
+            sums = {**sums, "weights_mb": weights_mb(supernet, config)}
+        return Prediction(apply_calibration(cal, sums), raw, estimated, True, memory_bytes)
+
+    def features(self, supernet: Supernet, config: ChannelConfig) -> dict[str, float]:
+        """What a calibration may weigh: the layer sums by op group, and the deployed weights (MB)."""
+        return {**self.layer_sums(supernet, config)[0], "weights_mb": weights_mb(supernet, config)}
 
     def interpolate(self, sig: Signature) -> float:
         """Estimate an unmeasured signature from measured ones of the same op, size, kernel,
@@ -164,35 +205,108 @@ def op_group(op: str) -> str:
     return op if op in ("conv", "dwconv") else "other"
 
 
-def apply_calibration(cal: dict, sums: dict[str, float]) -> float:
-    """Calibrated latency from per-group layer sums. A per-group fit ("coef") weighs convs,
-    depthwise convs and the rest separately: alone, each kind of op runs at its own distance
-    from its speed inside a network (data layout, cache reuse between layers). Older tables and
-    imported phone tables carry one slope for the whole sum."""
+def weights_mb(supernet: Supernet, config: ChannelConfig) -> float:
+    """float32 weights of the config as deployed (BN folded), in MB."""
+    from ..counting import memory_counts
+
+    return memory_counts(supernet, config).folded_param_bytes / 1e6
+
+
+def apply_calibration(cal: dict, features: dict[str, float]) -> float:
+    """Calibrated latency from per-group layer sums (and the weights in MB, for fits that use
+    them). A fit with "coef" weighs its terms separately: alone, each kind of op runs at its own
+    distance from its speed inside a network (data layout, cache reuse between layers), and a
+    network whose weights outgrow the cache streams them from memory on every run, which a
+    single op timed in a loop never does. Older tables and imported phone tables may carry only
+    one slope for the whole sum."""
     if "coef" in cal:
-        return sum(cal["coef"][g] * sums.get(g, 0.0) for g in OP_GROUPS) + cal["coef_intercept"]
-    return cal["slope"] * sum(sums.values()) + cal["intercept"]
+        return sum(c * features.get(term, 0.0) for term, c in cal["coef"].items()) + cal["coef_intercept"]
+    return cal["slope"] * sum(features.get(g, 0.0) for g in OP_GROUPS) + cal["intercept"]
 
 
-def fit_calibration(sums: list[dict[str, float]], measured: list[float]) -> dict:
-    """measured ~ slope * sum + intercept (always, for display), and, with enough networks and
-    a fit whose weights are all positive, measured ~ sum_g coef_g * sum_g + intercept."""
+class CalibrationSkipped(Exception):
+    """The calibration networks cannot give a usable fit; predictions stay layer sums."""
+
+
+# The fits a calibration chooses from: terms (each a sum of features sharing one weight).
+_MODELS = {
+    "groups": [("conv",), ("dwconv",), ("other",)],
+    "sum+weights": [OP_GROUPS, ("weights_mb",)],
+    "groups+weights": [("conv",), ("dwconv",), ("other",), ("weights_mb",)],
+}
+
+
+def fit_calibration(features: list[dict[str, float]], measured: list[float]) -> dict:
+    """measured ~ slope * layer sum + intercept, always (and for display); then, with enough
+    networks, the richer fits of _MODELS (per op group, plus the weights when the features have
+    them), of which the one that best predicts networks left out of the fit (leave-one-out) is
+    used, provided it beats the one slope's by 10% and its weights are not negative. Extra
+    weights fit noise readily: on MobileNetV2-224 the one slope often wins; on small networks
+    whose weights outgrow the cache the weights term does (benchmarks/RESULTS.md).
+    Raises CalibrationSkipped when no increasing line fits: a flat or falling one would rank
+    sub-networks alike or backwards."""
     import numpy as np
     from scipy.stats import linregress
 
-    totals = [sum(s.values()) for s in sums]
+    totals = [sum(f.get(g, 0.0) for g in OP_GROUPS) for f in features]
+    if len(measured) < 2:
+        raise CalibrationSkipped(f"{len(measured)} calibration network(s) measured; predictions are layer sums")
+    if np.ptp(totals) <= 0:
+        raise CalibrationSkipped("the calibration networks have equal layer sums; predictions are layer sums")
     fit = linregress(totals, measured)
+    if not (fit.slope > 0 and math.isfinite(fit.rvalue)):
+        raise CalibrationSkipped(f"the fit on {len(measured)} networks is not increasing (slope {fit.slope:.3g}); "
+                                 "predictions are layer sums")
     out = {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue ** 2),
            "samples": len(measured)}
-    x = np.array([[s.get(g, 0.0) for g in OP_GROUPS] + [1.0] for s in sums])
     y = np.array(measured)
-    if len(measured) >= 3 * (len(OP_GROUPS) + 1) and np.linalg.matrix_rank(x) == x.shape[1]:
+    if len(measured) >= 6:
+        out["loo_mape"] = _loo_mape(np.array([[t, 1.0] for t in totals]), y)
+    best = None
+    for name, terms in _MODELS.items():
+        if len(measured) < 3 * (len(terms) + 1) or any(t not in features[0] for group in terms for t in group):
+            continue
+        x = np.array([[sum(f[t] for t in group) for group in terms] + [1.0] for f in features])
+        if np.linalg.matrix_rank(x) < x.shape[1]:
+            continue
         coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-        if (coef[:-1] > 0).all():
-            resid = y - x @ coef
-            out.update(coef={g: float(c) for g, c in zip(OP_GROUPS, coef)}, coef_intercept=float(coef[-1]),
-                       coef_r2=float(1 - (resid ** 2).sum() / ((y - y.mean()) ** 2).sum()))
+        if (coef[:-1] < 0).any() or not (coef[0] > 0):
+            continue
+        loo = _loo_mape(x, y)
+        if loo < 0.9 * out["loo_mape"] and (best is None or loo < best[0]):
+            best = (loo, name, terms, coef, x)
+    if best is not None:
+        loo, name, terms, coef, x = best
+        resid = y - x @ coef
+        out.update(fit=name, coef={t: float(c) for group, c in zip(terms, coef) for t in group},
+                   coef_intercept=float(coef[-1]), coef_loo_mape=loo,
+                   coef_r2=float(1 - (resid ** 2).sum() / ((y - y.mean()) ** 2).sum()))
     return out
+
+
+def _loo_mape(x, y) -> float:
+    """Mean absolute percentage error of a least-squares fit on each point left out of it."""
+    import numpy as np
+
+    errors = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        c, *_ = np.linalg.lstsq(x[keep], y[keep], rcond=None)
+        errors.append(abs(x[i] @ c - y[i]) / y[i])
+    return float(np.mean(errors) * 100)
+
+
+def fidelity(predicted, measured) -> dict:
+    """How well predictions match measurements: MAPE and max error (percent), Kendall's tau,
+    and the fractions within 5% and 10%."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    err = np.abs(p - m) / m * 100
+    tau = float(kendalltau(p, m).statistic) if len(p) > 1 else float("nan")
+    return {"mape": float(err.mean()), "max_error": float(err.max()), "kendall_tau": tau,
+            "within_5pct": float((err <= 5).mean()), "within_10pct": float((err <= 10).mean())}
 
 
 def _family(sig: dict) -> tuple:

@@ -177,6 +177,15 @@ class ChannelSpace:
             widths[u.name] = min(u.options, key=lambda o: (abs(o - w), o)) if snap else w
         return ChannelConfig(widths)
 
+    def uniform_ladder(self, step: float = 0.01) -> list[tuple[float, ChannelConfig]]:
+        """The distinct on-grid uniform configs from narrowest to widest, each with the smallest
+        multiplier (in steps of `step`, from the narrowest group, width_max / groups) that gives
+        it: the baselines a search should beat."""
+        ladder: dict[ChannelConfig, float] = {}
+        for i in range(int(round(self.width_max / self.groups / step)), int(round(self.width_max / step)) + 1):
+            ladder.setdefault(self.uniform(i * step, snap=True), round(i * step, 6))
+        return [(w, cfg) for cfg, w in ladder.items()]
+
     def sample(self, rng: random.Random) -> ChannelConfig:
         """Each unit's width drawn independently from its options (nonuniform)."""
         return ChannelConfig({u.name: rng.choice(u.options) for u in self.free_units})

@@ -59,6 +59,42 @@ def time_runs(fn: Callable[[], object], warmup: int, runs: int, min_time_s: floa
     return out
 
 
+def measure_interleaved(backend: "Backend", paths: list, settings: MeasureSettings, threads: int = 1,
+                        seed: int = 0, chunk: int = 25, progress: Callable[[int], None] | None = None) -> list[Latency]:
+    """Latency of several model files, timed in `settings.rounds` rounds that each visit every
+    model once, in a fresh random order; a model's latency is the median of its round medians.
+
+    Why: a shared VM or a laptop drifts 5-10% in speed over minutes (neighbours, thermal
+    limits). Timed back to back, a model caught in a slow spell is off by that much; timed in
+    interleaved rounds, every model sees the same mix of spells, and comparisons between them
+    hold. At most `chunk` models are loaded at once (memory); each chunk is interleaved.
+    `progress(k)` is called after each model's last round."""
+    import random
+
+    rng = random.Random(seed)
+    out: list[Latency | None] = [None] * len(paths)
+    for start in range(0, len(paths), chunk):
+        idx = list(range(start, min(start + chunk, len(paths))))
+        runs = {i: backend.load(paths[i], threads) for i in idx}
+        for i in idx:
+            for _ in range(settings.warmup):
+                runs[i]()
+        medians: dict[int, list[float]] = {i: [] for i in idx}
+        for _ in range(settings.rounds):
+            order = idx[:]
+            rng.shuffle(order)
+            for i in order:
+                # two untimed runs refill the caches the other models evicted
+                times = time_runs(runs[i], 2, settings.runs, settings.min_round_s)
+                medians[i].append(statistics.median(times) * 1e3)
+        for i in idx:
+            out[i] = summarize_ms(medians[i])
+            if progress is not None:
+                progress(1)
+        del runs
+    return out  # type: ignore[return-value]
+
+
 @contextlib.contextmanager
 def pinned_to_core(core: int | None) -> Iterator[None]:
     """Pin this process to one core while measuring; restore the old affinity after."""
