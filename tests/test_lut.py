@@ -282,4 +282,5 @@ def test_validation_tells_machine_drift_from_table_error(tmp_path):
     import numpy as np
 
     corrected = np.array(result["measured_ms"]) / result["speed_factor"]  # one chunk: one factor
-    assert result["adjusted"] == fidelity(result["predicted_ms"], corrected)
+    # (tau is nan where the tiny space's predictions tie)
+    assert result["adjusted"] == pytest.approx(fidelity(result["predicted_ms"], corrected), nan_ok=True)
