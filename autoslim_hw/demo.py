@@ -13,6 +13,7 @@ Every stage resumes: run the demo again after an interruption and it goes on.
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -226,6 +227,11 @@ def _export_and_measure(supernet, table, result: dict, targets, calib, val, sett
     for row, ms in zip(rows, measured):
         row.measured_ms = ms
         console.print(f"{row.name}: predicted {row.predicted_ms:.3f} ms, measured {ms:.3f} ms, top-1 {row.top1:.1f}%")
+    off = statistics.median(r.measured_ms / r.predicted_ms - 1 for r in rows)
+    if abs(off) > 0.15:  # the picks still rank right, but their absolute times are not the table's
+        console.print(f"[yellow]the configs ran {abs(off):.0%} {'slower' if off > 0 else 'faster'} than the "
+                      f"table predicts: this host is busier (or another machine) than when the table was "
+                      f"measured; `autoslim-hw profile` here, on a quiet machine, rebuilds it[/yellow]")
     return rows
 
 
