@@ -35,6 +35,9 @@ class DemoRow:
     limit_ms: float | None  # the latency target it was chosen for
     predicted_ms: float
     measured_ms: float
+    # measured_ms over the machine's slowdown since the table was built (the table's own
+    # calibration networks, timed in the same rounds): the table's error without the drift
+    at_build_speed_ms: float | None
     macs: int
     params: int
     memory: int  # bytes
@@ -84,11 +87,11 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
     result, targets = _search(supernet, table, lut_path, splits, out, quick, console)
 
     console.rule("5/5 export the selected configs and measure them")
-    rows = _export_and_measure(supernet, table, result, targets, calib, val, settings, out, measure, console)
+    rows, factor = _export_and_measure(supernet, table, result, targets, calib, val, settings, out, measure, console)
     _print_rows(rows, console)
     summary = {"rows": [asdict(r) for r in rows], "validation": validation, "lut": str(lut_path),
-               "search": str(out / "search.json")}
-    _write_report(out, rows, settings, result, validation, lut_path)
+               "search": str(out / "search.json"), "speed_factor": factor}
+    _write_report(out, rows, settings, result, validation, lut_path, factor)
     atomic_write_bytes(out / "demo.json", (json.dumps(summary, indent=1) + "\n").encode())
     console.print(f"report: {out / 'report.md'}")
     return summary
@@ -186,7 +189,7 @@ def _search(supernet, table, lut_path: Path, splits, out: Path, quick: bool, con
 
 
 def _export_and_measure(supernet, table, result: dict, targets, calib, val, settings: TrainSettings, out: Path,
-                        measure: MeasureSettings, console: Console) -> list[DemoRow]:
+                        measure: MeasureSettings, console: Console) -> tuple[list[DemoRow], float | None]:
     from .counting import count, deployed_memory_bytes
     from .nn.config import ChannelConfig
 
@@ -214,38 +217,41 @@ def _export_and_measure(supernet, table, result: dict, targets, calib, val, sett
         backend.convert(materialize(supernet, cfg).eval(), [shape], path)
         atomic_write_bytes(out / "onnx" / f"{name.replace(' ', '_')}.json", cfg.to_json().encode())
         c = count(supernet, cfg)
-        rows.append(DemoRow(name, limit, latency(cfg), 0.0, c.macs, c.params,
+        rows.append(DemoRow(name, limit, latency(cfg), 0.0, None, c.macs, c.params,
                             deployed_memory_bytes(supernet, cfg, counts=c), top1, path.stat().st_size))
     # all of them in interleaved rounds: the machine's speed drifts by up to 10% in minutes on
     # shared VMs, and back to back the configs would each be timed in another spell
     import tempfile
 
-    from .lookup_tables.build import measure_networks
+    from .lookup_tables.build import measure_with_anchors
 
     with tempfile.TemporaryDirectory() as tmp, pinned_to_core(measurement_core()):
-        measured = measure_networks(supernet, [cfg for _, _, cfg in plan], backend, Path(tmp), measure, 1)
+        measured, factor = measure_with_anchors(table, supernet, [cfg for _, _, cfg in plan], backend, Path(tmp),
+                                                measure, 1)
     for row, ms in zip(rows, measured):
         row.measured_ms = ms
+        row.at_build_speed_ms = ms / factor if factor else None
         console.print(f"{row.name}: predicted {row.predicted_ms:.3f} ms, measured {ms:.3f} ms, top-1 {row.top1:.1f}%")
-    off = statistics.median(r.measured_ms / r.predicted_ms - 1 for r in rows)
-    if abs(off) > 0.15:  # the picks still rank right, but their absolute times are not the table's
-        console.print(f"[yellow]the configs ran {abs(off):.0%} {'slower' if off > 0 else 'faster'} than the "
-                      f"table predicts: this host is busier (or another machine) than when the table was "
-                      f"measured; `autoslim-hw profile` here, on a quiet machine, rebuilds it[/yellow]")
-    return rows
+    if factor and abs(factor - 1) > 0.10:  # the picks still rank right, but their absolute times are not the table's
+        console.print(f"[yellow]this host runs {abs(factor - 1):.0%} {'slower' if factor > 1 else 'faster'} now "
+                      f"than when the table was measured (its calibration networks, timed alongside): busier, "
+                      f"or another machine; `autoslim-hw profile` on a quiet machine rebuilds the table[/yellow]")
+    return rows, factor
 
 
 def _print_rows(rows: list[DemoRow], console: Console) -> None:
-    table = Table("config", "target ms", "predicted ms", "measured ms", "MACs", "params", "memory", "top-1 %")
+    table = Table("config", "target ms", "predicted ms", "measured ms", "at build speed", "MACs", "params", "memory",
+                  "top-1 %")
     for r in rows:
         table.add_row(r.name, f"{r.limit_ms:.3f}", f"{r.predicted_ms:.3f}", f"{r.measured_ms:.3f}",
+                      "-" if r.at_build_speed_ms is None else f"{r.at_build_speed_ms:.3f}",
                       f"{r.macs / 1e6:.2f}M", f"{r.params / 1e3:.1f}K", f"{r.memory / 2 ** 10:.0f} KiB",
                       f"{r.top1:.1f}")
     console.print(table)
 
 
 def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, result: dict, validation: dict,
-                  lut_path: Path) -> None:
+                  lut_path: Path, factor: float | None) -> None:
     backend = get_backend(RUNTIME)
     lines = [
         f"# autoslim-hw demo: {settings.model} on {settings.data}", "",
@@ -254,12 +260,17 @@ def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, resul
         f"process pinned to one core; predictions from `{lut_path}`.", "",
         "## Searched configs against uniform width at the same predicted budget", "",
         "Accuracy: top-1 on the validation split after BN recalibration (supernet weights, not retrained). "
-        "Latency: all configs timed in interleaved rounds, medians of the rounds.", "",
-        "| config | target ms | predicted ms | measured ms | error | MACs | params | memory KiB | top-1 % | ONNX bytes |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "Latency: all configs timed in interleaved rounds, medians of the rounds, together with four of the "
+        "table's calibration networks: " + (f"those ran {factor:.2f}x their time at the table's build, and "
+        "*at build speed* divides by that (the table's own error, without the machine's drift)."
+        if factor else "(the table kept none)."), "",
+        "| config | target ms | predicted ms | measured ms | error | at build speed | MACs | params | memory KiB "
+        "| top-1 % | ONNX bytes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         err = (r.predicted_ms - r.measured_ms) / r.measured_ms * 100
-        lines.append(f"| {r.name} | {r.limit_ms:.3f} | {r.predicted_ms:.3f} | {r.measured_ms:.3f} | {err:+.1f}% | "
+        adj = "-" if r.at_build_speed_ms is None else f"{r.at_build_speed_ms:.3f}"
+        lines.append(f"| {r.name} | {r.limit_ms:.3f} | {r.predicted_ms:.3f} | {r.measured_ms:.3f} | {err:+.1f}% | {adj} | "
                      f"{r.macs} | {r.params} | {r.memory / 2 ** 10:.0f} | {r.top1:.2f} | {r.onnx_bytes} |")
     lines += ["", "## Greedy search", "", f"{len(result['trajectory'])} configs on the trajectory "
               "(accuracy on the held-out search split, BN statistics of the search batch).", "",

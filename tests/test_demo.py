@@ -19,7 +19,7 @@ def test_demo_quick_end_to_end(tmp_path):
                  "search_channels.png", "lut_validation.png", "demo.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "demo.json").read_text())
-    assert os.path.isfile(summary["lut"])  # the shipped table (spot-checked on this host) or one profiled here
+    assert os.path.isfile(summary["lut"]) and summary["speed_factor"] > 0  # the shipped table (spot-checked on this host) or one profiled here
     search = json.loads((out / "search.json").read_text())
     assert search["status"] == "done" and len(search["targets"]) == 3
     limits = [t["constraints"]["latency_ms"] for t in search["targets"]]
@@ -28,11 +28,13 @@ def test_demo_quick_end_to_end(tmp_path):
     assert len(targets) == 3
     for row, limit in zip(targets, limits):
         assert row["predicted_ms"] <= limit  # each selected config meets its target, as predicted
-        # The exported ONNX file was timed on one core. How close the table comes is a benchmark
-        # number (benchmarks/lut_fidelity.py, RESULTS.md): a shared CI runner drifts 20-30% in
-        # spells. The test only catches a gross error (wrong units, the supernet exported, a
-        # table of another model), which lands far outside a factor of two.
+        # The exported ONNX file, timed on one core, runs as fast as the table said: within 15%
+        # once the machine's drift since the table's build is divided out (a shared CI runner
+        # was seen 26% slower in a spell; the demo times four of the table's own calibration
+        # networks in the same rounds to measure it). Raw, a gross error (wrong units, the
+        # supernet exported, another model's table) would still land outside a factor of two.
         assert 0.5 * row["predicted_ms"] <= row["measured_ms"] <= 2.0 * row["predicted_ms"], row
+        assert abs(row["at_build_speed_ms"] - row["predicted_ms"]) <= 0.15 * row["at_build_speed_ms"], row
         assert (out / "onnx" / f"{row['name'].replace(' ', '_')}.onnx").is_file()
     report = (out / "report.md").read_text()
     assert "uniform" in report and "target 0" in report
