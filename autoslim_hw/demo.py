@@ -13,7 +13,6 @@ Every stage resumes: run the demo again after an interruption and it goes on.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 

@@ -54,6 +54,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--limit", type=int, default=None,
+                   help="training images per run (default: the supernet's own setting)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
 
@@ -62,6 +64,8 @@ def main() -> None:
     result = load_result(args.search)
     table = LatencyTable.load(args.lut or result["lut"]["path"])
     base = TrainSettings(**{k: v for k, v in ckpt["settings"].items() if k in TrainSettings.__dataclass_fields__})
+    if args.limit is not None:
+        base = replace(base, limit=args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ def test_demo_quick_end_to_end(tmp_path):
                  "search_channels.png", "lut_validation.png", "demo.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "demo.json").read_text())
-    assert os.path.isfile(summary["lut"]) and summary["speed_factor"] > 0  # the shipped table (spot-checked on this host) or one profiled here
+    assert os.path.isfile(summary["lut"])  # the shipped table (spot-checked on this host) or one profiled here
     search = json.loads((out / "search.json").read_text())
     assert search["status"] == "done" and len(search["targets"]) == 3
     limits = [t["constraints"]["latency_ms"] for t in search["targets"]]
@@ -34,7 +34,9 @@ def test_demo_quick_end_to_end(tmp_path):
         # networks in the same rounds to measure it). Raw, a gross error (wrong units, the
         # supernet exported, another model's table) would still land outside a factor of two.
         assert 0.5 * row["predicted_ms"] <= row["measured_ms"] <= 2.0 * row["predicted_ms"], row
-        assert abs(row["at_build_speed_ms"] - row["predicted_ms"]) <= 0.15 * row["at_build_speed_ms"], row
+        # (a table that kept no calibration networks, like the older AMD ones, has no drift to divide out)
+        drift_free = row["measured_ms"] if summary["speed_factor"] is None else row["at_build_speed_ms"]
+        assert abs(drift_free - row["predicted_ms"]) <= 0.15 * drift_free, row
         assert (out / "onnx" / f"{row['name'].replace(' ', '_')}.onnx").is_file()
     report = (out / "report.md").read_text()
     assert "uniform" in report and "target 0" in report
