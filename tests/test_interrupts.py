@@ -41,3 +41,24 @@ def test_ctrl_c_during_profile_then_resume(tmp_path):
     resumed = LatencyTable.load(out)
     assert resumed.coverage(net) == (total, total)
     assert all(resumed.entries[k] == v for k, v in partial.entries.items())  # kept, not measured again
+
+
+def test_ctrl_c_during_train_then_resume(tmp_path):
+    import json
+
+    import torch
+
+    run = tmp_path / "run"
+    cmd = ["train", "--data", "digits", "--input-size", "8", "--width-mult", "0.35", "--limit", "640",
+           "--batch-size", "32", "--epochs", "2", "--num-random", "1", "--save-every", "4", "--out", run]
+    code, _, err = _interrupt_when(cmd, (run / "supernet.pt").exists, tmp_path)  # the first save: step 4 of 18
+    assert code == 130 and "Traceback" not in err and "--resume" in err
+    saved = torch.load(run / "supernet.pt", weights_only=False)  # a whole checkpoint, not half a file
+    assert saved["step"] < 36
+    assert not [p.name for p in run.iterdir() if "tmp" in p.name]  # no temp files left behind
+    r = subprocess.run([sys.executable, "-m", "autoslim_hw", *map(str, cmd), "--resume"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()
+              if '"epoch"' in line]
+    assert epochs == [1, 2]  # each epoch once: the resumed run did not repeat the first
