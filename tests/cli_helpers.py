@@ -1,4 +1,6 @@
 """Run the real CLI in a subprocess, as a user would."""
+import os
+import signal
 import subprocess
 import sys
 
@@ -16,3 +18,13 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
     assert len(lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def start_cli(*args: str, cwd=None, env=None) -> subprocess.Popen:
+    """The CLI in the background, ready for a Ctrl-C (SIGINT). A shell that runs a job with `&`
+    and no job control starts it with SIGINT ignored, which every child inherits; the CLI is
+    started with the default handler, as from a terminal."""
+    return subprocess.Popen([sys.executable, "-m", "autoslim_hw", *map(str, args)], cwd=cwd,
+                            env=env if env is not None else os.environ.copy(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -185,6 +185,21 @@ def test_formatter_writes_what_the_parser_reads():
     assert "count=3 curr=7(all same)" in format_benchmark_output("a", FAST, 1, [7], [7, 7, 7], 0.01)
 
 
+
+def test_parse_runs_under_a_microsecond():
+    # benchmark_model keeps whole microseconds: a 16->4 FC on a fast core reads 0 in every run
+    # (seen on the CI VM); that is a measurement, not a failure: 0.5 us, half the resolution
+    text = format_benchmark_output("a", FAST, 3, [1, 0], [0, 0, 0, 0], 0.01)
+    assert text.rstrip().endswith("Inference (avg): 0")
+    r = parse_benchmark_output(text)
+    assert r["below_resolution"] and r["avg_ms"] == pytest.approx(0.0005) and r["count"] == 4
+    assert not parse_benchmark_output(RECENT)["below_resolution"]
+    no_runs = RECENT.replace("Inference (avg): 42394.8", "Inference (avg): 0")
+    no_runs = "\n".join(ln for ln in no_runs.splitlines() if "count=" not in ln)
+    with pytest.raises(UserError, match="no timed runs"):  # nothing says runs happened
+        parse_benchmark_output(no_runs)
+
+
 # --- the bundle -------------------------------------------------------------------------------------
 
 def test_bundle_lists_every_signature_once_and_its_models_load(bundle):

@@ -8,13 +8,12 @@ import time
 
 from autoslim_hw.lookup_tables import LatencyTable
 from autoslim_hw.models import create_model
+from tests.cli_helpers import start_cli
 
 
 def _interrupt_when(cmd, ready, cwd, timeout=300):
     """Start the CLI, send SIGINT once ready() is true, return the finished process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "autoslim_hw", *map(str, cmd)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli(*cmd, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + timeout
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

@@ -24,7 +24,7 @@ from autoslim_hw.errors import UserError
 from autoslim_hw.export import materialize
 from autoslim_hw.models import create_model
 from autoslim_hw.nn.config import ChannelConfig
-from tests.cli_helpers import assert_user_error, run_cli
+from tests.cli_helpers import assert_user_error, run_cli, start_cli
 from tests.conftest import randomize_bn
 
 # --- a crafted supernet whose costs are known by hand ----------------------------------------
@@ -626,7 +626,6 @@ def test_ctrl_c_during_search_then_resume_gives_the_same_result(cli):
     """A whole pass (no targets), interrupted after two steps: exit 130, a readable file with
     the steps so far, and --resume ends with the uninterrupted pass's trajectory."""
     import signal
-    import subprocess
     import time
 
     opts = ["search", "--checkpoint", cli["ckpt"], "--lut", cli["root"] / "lut.json"]
@@ -634,8 +633,7 @@ def test_ctrl_c_during_search_then_resume_gives_the_same_result(cli):
     r = run_cli(*opts, "--out", full, cwd=cli["root"])
     assert r.returncode == 0, r.stderr[-2000:]
     out = cli["root"] / "interrupted.json"
-    proc = subprocess.Popen([sys.executable, "-m", "autoslim_hw", *map(str, opts), "--out", str(out)],
-                            cwd=cli["root"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli(*opts, "--out", out, cwd=cli["root"])
 
     def steps():
         try:
