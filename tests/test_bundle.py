@@ -185,7 +185,6 @@ def test_formatter_writes_what_the_parser_reads():
     assert "count=3 curr=7(all same)" in format_benchmark_output("a", FAST, 1, [7], [7, 7, 7], 0.01)
 
 
-
 def test_parse_runs_under_a_microsecond():
     # benchmark_model keeps whole microseconds: a 16->4 FC on a fast core reads 0 in every run
     # (seen on the CI VM); that is a measurement, not a failure: 0.5 us, half the resolution

@@ -293,8 +293,9 @@ def parse_benchmark_output(text: str, source: str = "benchmark output") -> dict:
     Returns avg_ms (its "Inference (avg)"), min_ms, max_ms, std_ms and count (of the timed
     runs' statistics line), median_ms (recent builds only), init_ms, first_ms (the first
     warmup run), warmup_avg_ms, memory_init_mb / memory_overall_mb / peak_memory_mb: None where
-    the output does not have them; below_resolution: every timed run read 0 us. A run without inference timings (the model failed to load
-    or to run on the phone) raises a one-line UserError naming `source`."""
+    the output does not have them; below_resolution: every timed run read 0 us. A run without
+    inference timings (the model failed to load or to run on the phone) raises a one-line
+    UserError naming `source`."""
     lines = text.splitlines()
     t_idx = max((i for i, ln in enumerate(lines) if _TIMINGS.search(ln)), default=None)
     if t_idx is None or "Benchmarking failed" in text:
