@@ -165,6 +165,11 @@ class MemoryCounts:
     folded_param_bytes: int  # as deployed: each BN folded into the conv/linear before it
     peak_activation_bytes: int  # = count(...).peak_activation_bytes
 
+    @property
+    def deployed_bytes(self) -> int:
+        """Batch 1 as deployed: float32 weights with BN folded, plus the peak of live activations."""
+        return self.folded_param_bytes + self.peak_activation_bytes
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -212,8 +217,7 @@ def deployed_memory_bytes(supernet: Supernet, config: ChannelConfig | None = Non
                           counts: Counts | None = None) -> int:
     """What a config needs at batch 1 as deployed: float32 weights with BN folded, plus the
     peak of live activations (the `memory` cost of search targets and table predictions)."""
-    m = memory_counts(supernet, config, counts=counts)
-    return m.folded_param_bytes + m.peak_activation_bytes
+    return memory_counts(supernet, config, counts=counts).deployed_bytes
 
 
 def count_plain(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -125,15 +125,13 @@ def _spot_check(table, supernet) -> float:
     """Largest relative error of the table on a mid-width and the largest config, measured here."""
     import tempfile
 
-    from .lookup_tables.build import measure_network
+    from .lookup_tables.build import measure_networks
 
-    settings = MeasureSettings(warmup=5, runs=20, rounds=3)
-    errors = []
+    configs = [supernet.space.uniform(0.75, snap=True), supernet.space.largest()]
     with tempfile.TemporaryDirectory() as tmp, pinned_to_core(measurement_core()):
-        for cfg in (supernet.space.uniform(0.75, snap=True), supernet.space.largest()):
-            measured = measure_network(supernet, cfg, get_backend(RUNTIME), Path(tmp), settings, 1)
-            errors.append(abs(table.predict(supernet, cfg).latency_ms - measured) / measured)
-    return max(errors)
+        measured = measure_networks(supernet, configs, get_backend(RUNTIME), Path(tmp),
+                                    MeasureSettings(warmup=5, runs=20, rounds=3), 1)
+    return max(abs(table.predict(supernet, cfg, memory=False).latency_ms - m) / m for cfg, m in zip(configs, measured))
 
 
 def _validate(table, supernet, out: Path, lut_path: Path, samples: int, measure: MeasureSettings) -> dict:

@@ -201,11 +201,6 @@ def measure_networks(supernet: Supernet, configs: list, backend: Backend, workdi
     return [lat.median_ms for lat in lats]
 
 
-def measure_network(supernet: Supernet, config, backend: Backend, workdir: Path, settings: MeasureSettings,
-                    threads: int) -> float:
-    return measure_networks(supernet, [config], backend, workdir, settings, threads)[0]
-
-
 def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
     """The smallest, the largest and random configs between: a calibration spread over the range.
     Half are drawn around a random overall width (what a search trajectory passes through),
@@ -246,9 +241,7 @@ def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device:
 def _anchors(table: LatencyTable, supernet: Supernet, n: int = 4) -> list[tuple[ChannelConfig, float]]:
     """n calibration networks spread over their latency range, with the latency measured at build."""
     nets = sorted(table.calibrations.get(model_key(supernet), {}).get("networks", []), key=lambda x: x["measured_ms"])
-    if len(nets) < n:
-        return [(ChannelConfig(x["config"]), x["measured_ms"]) for x in nets]
-    picks = [nets[round((k + 0.5) * len(nets) / n - 0.5)] for k in range(n)]
+    picks = nets if len(nets) < n else [nets[round((k + 0.5) * len(nets) / n - 0.5)] for k in range(n)]
     return [(ChannelConfig(x["config"]), x["measured_ms"]) for x in picks]
 
 

@@ -152,16 +152,18 @@ class LatencyTable:
         deployed memory of `config`."""
         sums, estimated = self.layer_sums(supernet, config)
         raw = sum(sums.values())
-        memory_bytes = 0
-        if memory:
-            from ..counting import deployed_memory_bytes
-
-            memory_bytes = deployed_memory_bytes(supernet, config)
         cal = self.calibrations.get(model_key(supernet))
+        uses_weights = cal is not None and "weights_mb" in cal.get("coef", {})
+        mem = None
+        if memory or uses_weights:  # counted once for both
+            from ..counting import memory_counts
+
+            mem = memory_counts(supernet, config)
+        memory_bytes = mem.deployed_bytes if memory else 0
         if cal is None:
             return Prediction(raw, raw, estimated, False, memory_bytes)
-        if "weights_mb" in cal.get("coef", {}):
-            sums = {**sums, "weights_mb": weights_mb(supernet, config)}
+        if uses_weights:
+            sums = {**sums, "weights_mb": weights_mb(supernet, config, mem)}
         return Prediction(apply_calibration(cal, sums), raw, estimated, True, memory_bytes)
 
     def features(self, supernet: Supernet, config: ChannelConfig) -> dict[str, float]:
@@ -205,11 +207,12 @@ def op_group(op: str) -> str:
     return op if op in ("conv", "dwconv") else "other"
 
 
-def weights_mb(supernet: Supernet, config: ChannelConfig) -> float:
-    """float32 weights of the config as deployed (BN folded), in MB."""
+def weights_mb(supernet: Supernet, config: ChannelConfig, mem=None) -> float:
+    """float32 weights of the config as deployed (BN folded), in MB (`mem`: its memory_counts,
+    when already counted)."""
     from ..counting import memory_counts
 
-    return memory_counts(supernet, config).folded_param_bytes / 1e6
+    return (mem or memory_counts(supernet, config)).folded_param_bytes / 1e6
 
 
 def apply_calibration(cal: dict, features: dict[str, float]) -> float:
