@@ -18,13 +18,13 @@ SHIPPED = Path(__file__).parent / "lookup_tables" / "data"
 
 def devices_cmd():
     """List device specs usable with --device."""
-    from .profilers.devices import DEVICES, cpu_model
+    from .profilers.devices import DEVICES, cpu_id, cpu_model
 
     table = Table("device", "threads", "pinned", "description")
     for d in DEVICES.values():
         table.add_row(d.name, str(d.threads), "yes" if d.pin_core else "no", d.description)
     console.print(table)
-    console.print(f"this host: {cpu_model()}")
+    console.print(f"this host: {cpu_model()} ({cpu_id()})")
 
 
 def _supernet(model: str, input_size: Optional[int], width_mult: Optional[float], checkpoint: Optional[Path]):
@@ -89,7 +89,8 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
 
     t = LatencyTable.load(lut)
     md = t.metadata
-    console.print(f"device {md['device']['name']} ({md['cpu_model']}), {md['runtime']} {md['runtime_version']}, "
+    cpu = md["cpu_model"] + (f", {md['cpu_id']}" if md.get("cpu_id") else "")
+    console.print(f"device {md['device']['name']} ({cpu}), {md['runtime']} {md['runtime_version']}, "
                   f"{md['threads']} thread(s), created {md['created']} by autoslim-hw {md['tool_version']}")
     console.print(f"{len(t.entries)} signatures; models: {', '.join(m['key'] for m in md['models'])}")
     for key, cal in t.calibrations.items():
@@ -113,7 +114,8 @@ def lut_list():
     table = Table("file", "device", "runtime", "CPU", "signatures", "models", "created")
     for p in files:
         md = (t := LatencyTable.load(p)).metadata
-        table.add_row(p.name, md["device"]["name"], f"{md['runtime']} {md['runtime_version']}", md.get("cpu_model", ""),
+        cpu = md.get("cpu_model", "") + (f" ({md['cpu_id']})" if md.get("cpu_id") else "")
+        table.add_row(p.name, md["device"]["name"], f"{md['runtime']} {md['runtime_version']}", cpu,
                       str(len(t.entries)), ", ".join(m["key"] for m in md.get("models", [])), md.get("created", "")[:10])
     console.print(table)
     console.print(f"in {SHIPPED}")

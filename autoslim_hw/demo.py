@@ -97,11 +97,11 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
 
 
 def _lookup_table(supernet, out: Path, quick: bool, console: Console):
-    """A table measured on this very CPU: a shipped one when the CPU model matches, else profiled."""
+    """A table measured on this very CPU: a shipped one when the CPU matches, else profiled."""
     from .lookup_tables import LatencyTable
     from .lookup_tables.build import build_table
     from .lookup_tables.discover import find_table
-    from .profilers.devices import cpu_model, get_device
+    from .profilers.devices import cpu_id, cpu_model, get_device
 
     path = out / "lut.json"
     found = find_table(supernet, DEVICE, RUNTIME)  # measured on this CPU model
@@ -114,7 +114,7 @@ def _lookup_table(supernet, out: Path, quick: bool, console: Console):
             return table, found
         console.print(f"the shipped table {found.name} is off by {error:.0%} on this host; profiling it")
     elif found is None and not path.exists():
-        console.print(f"no shipped table was measured on this CPU ({cpu_model()}); profiling one")
+        console.print(f"no shipped table was measured on this CPU ({cpu_model()}, {cpu_id()}); profiling one")
     settings = MeasureSettings(warmup=3, runs=10, rounds=2) if quick else MeasureSettings(warmup=5, runs=20, rounds=3)
     table = build_table(supernet, get_backend(RUNTIME), get_device(DEVICE), path, resume=path.exists(),
                         settings=settings, calibration_samples=12 if quick else 24)

@@ -56,7 +56,7 @@ def single_op_model(sig: Signature) -> tuple[nn.Module, list[tuple[int, ...]]]:
 def new_table(device: DeviceSpec, backend: Backend, settings: MeasureSettings) -> LatencyTable:
     return LatencyTable({
         "device": device.to_dict(), "runtime": backend.name, "runtime_version": backend.version(),
-        "cpu_model": device.to_dict()["cpu_model"], "threads": device.threads,
+        "cpu_model": device.to_dict()["cpu_model"], "cpu_id": device.to_dict()["cpu_id"], "threads": device.threads,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool_version": __version__,
         "settings": {"warmup": settings.warmup, "runs": settings.runs, "rounds": settings.rounds},
@@ -185,8 +185,9 @@ def network_settings(settings: MeasureSettings) -> MeasureSettings:
 
 
 def measure_networks(supernet: Supernet, configs: list, backend: Backend, workdir: Path, settings: MeasureSettings,
-                     threads: int, seed: int = 0) -> list[float]:
-    """Median latency (ms) of each config's materialized subnet, timed in interleaved rounds."""
+                     threads: int, seed: int = 0, chunk: int = 25, progress=None, bridges: int = 3) -> list[float]:
+    """Median latency (ms) of each config's materialized subnet, timed in interleaved rounds
+    (`chunk` networks loaded at once, chunks bridged: see `measure_interleaved`)."""
     spec = supernet.spec
     shape = (1, spec.in_chans, spec.input_size, spec.input_size)
     paths = []
@@ -194,7 +195,8 @@ def measure_networks(supernet: Supernet, configs: list, backend: Backend, workdi
         paths.append(workdir / f"net{i}{backend.suffix}")
         backend.convert(materialize(supernet, cfg).eval(), [shape], paths[-1])
     try:
-        lats = measure_interleaved(backend, paths, network_settings(settings), threads, seed=seed)
+        lats = measure_interleaved(backend, paths, network_settings(settings), threads, seed=seed, chunk=chunk,
+                                   progress=progress, bridges=bridges)
     finally:
         for p in paths:
             p.unlink(missing_ok=True)
@@ -246,7 +248,8 @@ def _anchors(table: LatencyTable, supernet: Supernet, n: int = 4) -> list[tuple[
 
 
 def measure_with_anchors(table: LatencyTable, supernet: Supernet, configs: list, backend: Backend, workdir: Path,
-                         settings: MeasureSettings, threads: int, seed: int = 0) -> tuple[list[float], float | None]:
+                         settings: MeasureSettings, threads: int, seed: int = 0, chunk: int = 25,
+                         progress=None) -> tuple[list[float], float | None]:
     """Latencies of `configs` timed in interleaved rounds together with a few of the table's
     calibration networks (anchors), and the machine's speed against the build: the anchors'
     median ratio of now to then (> 1: slower now; None when the table kept no networks)."""
@@ -254,7 +257,7 @@ def measure_with_anchors(table: LatencyTable, supernet: Supernet, configs: list,
 
     anchors = _anchors(table, supernet)
     lat = measure_networks(supernet, list(configs) + [a for a, _ in anchors], backend, workdir, settings, threads,
-                           seed=seed)
+                           seed=seed, chunk=chunk, progress=progress)
     factor = float(np.median([now / then for now, (_, then) in zip(lat[len(configs):], anchors)])) if anchors else None
     return lat[:len(configs)], factor
 
@@ -264,31 +267,27 @@ def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, de
                    chunk: int = 25) -> dict:
     """Measure random sub-networks end to end and compare with the table's predictions.
 
-    Networks are timed `chunk` at a time with `measure_with_anchors`: the anchors' slowdown
+    The networks and a few of the table's calibration networks (anchors) are timed together
+    with `measure_with_anchors` (`chunk` loaded at once, chunks bridged): the anchors' slowdown
     since the build is the machine's drift (`speed_factor`, > 1: slower now); `adjusted` gives
     the same statistics for latencies divided by it, i.e. the table's own error. The top-level
     statistics compare with the raw measured latencies."""
     import numpy as np
+    from rich.progress import Progress
 
     core = measurement_core() if device.pin_core else None
     rng = random.Random(seed)
     configs = [supernet.space.sample(rng) for _ in range(samples)]
     predicted = [table.predict(supernet, cfg, memory=False).latency_ms for cfg in configs]
-    measured, factors = [], []
-    from rich.progress import track
-
-    with tempfile.TemporaryDirectory() as tmp, pinned_to_core(core):
-        chunks = [configs[i:i + chunk] for i in range(0, samples, chunk)]
-        for k, part in enumerate(track(chunks, description="validating", disable=not progress)):
-            lat, factor = measure_with_anchors(table, supernet, part, backend, Path(tmp), settings, device.threads,
-                                               seed=seed + k)
-            measured += lat
-            factors += [factor] * len(part)
+    with tempfile.TemporaryDirectory() as tmp, pinned_to_core(core), Progress(disable=not progress) as bar:
+        task = bar.add_task("validating", total=samples + len(_anchors(table, supernet)))
+        measured, factor = measure_with_anchors(table, supernet, configs, backend, Path(tmp), settings, device.threads,
+                                                seed=seed, chunk=chunk, progress=lambda k: bar.advance(task, k))
     p, m = np.array(predicted), np.array(measured)
     out = {**fidelity(p, m), "samples": samples, "predicted_ms": p.tolist(), "measured_ms": m.tolist()}
-    if factors and factors[0] is not None:
-        out["speed_factor"] = float(np.median(factors))
-        out["adjusted"] = fidelity(p, m / np.array(factors))
+    if factor is not None:
+        out["speed_factor"] = factor
+        out["adjusted"] = fidelity(p, m / factor)
     return out
 
 

@@ -96,12 +96,20 @@ class LatencyTable:
 
     def other_host(self) -> str | None:
         """Why a table of a host device (cpu-1core: "this computer, one core") does not describe
-        this computer: it was measured on another CPU model. None when it does, and for phones."""
-        from ..profilers.devices import cpu_model
+        this computer: it was measured on another CPU, told by family and model numbers
+        (`cpu_id`) where the table records them, else by the CPU's name. None when it does, and
+        for phones."""
+        from ..profilers.devices import cpu_id, cpu_model
 
-        dev = self.metadata.get("device", {})
-        theirs = self.metadata.get("cpu_model") or dev.get("cpu_model")
-        if dev.get("kind", "host") != "host" or not theirs or theirs == cpu_model():
+        md, dev = self.metadata, self.metadata.get("device", {})
+        if dev.get("kind", "host") != "host":
+            return None
+        theirs_id = md.get("cpu_id") or dev.get("cpu_id")
+        theirs = md.get("cpu_model") or dev.get("cpu_model")
+        if theirs_id and theirs_id != cpu_id():
+            return (f"lookup table was measured on {theirs} ({theirs_id}), but this host is {cpu_model()} "
+                    f"({cpu_id()}): its latencies do not hold here")
+        if theirs_id or not theirs or theirs == cpu_model():
             return None
         return f"lookup table was measured on {theirs}, but this host is {cpu_model()}: its latencies do not hold here"
 

@@ -60,39 +60,59 @@ def time_runs(fn: Callable[[], object], warmup: int, runs: int, min_time_s: floa
 
 
 def measure_interleaved(backend: "Backend", paths: list, settings: MeasureSettings, threads: int = 1,
-                        seed: int = 0, chunk: int = 25, progress: Callable[[int], None] | None = None) -> list[Latency]:
+                        seed: int = 0, chunk: int = 25, progress: Callable[[int], None] | None = None,
+                        bridges: int = 3) -> list[Latency]:
     """Latency of several model files, timed in `settings.rounds` rounds that each visit every
     model once, in a fresh random order; a model's latency is the median of its round medians.
 
-    Why: a shared VM or a laptop drifts 5-10% in speed over minutes (neighbours, thermal
+    Why: a shared VM or a laptop drifts 5-30% in speed over minutes (neighbours, thermal
     limits). Timed back to back, a model caught in a slow spell is off by that much; timed in
     interleaved rounds, every model sees the same mix of spells, and comparisons between them
-    hold. At most `chunk` models are loaded at once (memory); each chunk is interleaved.
-    `progress(k)` is called after each model's last round."""
+    hold. At most `chunk` models are loaded at once (memory). When they take several chunks,
+    `bridges` models of the first chunk, spread over its latency range, are timed again in each
+    later chunk, whose latencies are then scaled by how much faster its bridges ran than in the
+    first: on the AMD VM two chunks timed a minute apart differed by 17%, more than the
+    networks being compared (benchmarks/RESULTS.md). `progress(k)` is called as models finish."""
     import random
 
     rng = random.Random(seed)
     out: list[Latency | None] = [None] * len(paths)
-    for start in range(0, len(paths), chunk):
-        idx = list(range(start, min(start + chunk, len(paths))))
-        runs = {i: backend.load(paths[i], threads) for i in idx}
-        for i in idx:
-            for _ in range(settings.warmup):
-                runs[i]()
-        medians: dict[int, list[float]] = {i: [] for i in idx}
-        for _ in range(settings.rounds):
-            order = idx[:]
-            rng.shuffle(order)
-            for i in order:
-                # two untimed runs refill the caches the other models evicted
-                times = time_runs(runs[i], 2, settings.runs, settings.min_round_s)
-                medians[i].append(statistics.median(times) * 1e3)
-        for i in idx:
-            out[i] = summarize_ms(medians[i])
-            if progress is not None:
-                progress(1)
-        del runs
+    bridges = min(bridges, chunk // 2)
+    reference: dict[int, float] = {}  # bridge -> its median in the first chunk
+    start = 0
+    while start < len(paths):
+        new = list(range(start, min(start + chunk - len(reference), len(paths))))
+        start += len(new)
+        lats = _interleaved_chunk(backend, paths, new + list(reference), settings, threads, rng)
+        factor = statistics.median(reference[i] / lats[i].median_ms for i in reference) if reference else 1.0
+        for i in new:
+            lat = lats[i]
+            out[i] = Latency(lat.median_ms * factor, lat.p10_ms * factor, lat.p90_ms * factor, lat.runs)
+        if progress is not None:
+            progress(len(new))
+        if not reference and start < len(paths) and bridges:
+            ranked = sorted(new, key=lambda i: lats[i].median_ms)
+            picks = {ranked[round((k + 0.5) * len(ranked) / bridges - 0.5)] for k in range(bridges)}
+            reference = {i: lats[i].median_ms for i in picks}
     return out  # type: ignore[return-value]
+
+
+def _interleaved_chunk(backend: "Backend", paths: list, idx: list[int], settings: MeasureSettings, threads: int,
+                       rng) -> dict[int, Latency]:
+    """The interleaved rounds of `measure_interleaved` over the models `idx`, loaded together."""
+    runs = {i: backend.load(paths[i], threads) for i in idx}
+    for i in idx:
+        for _ in range(settings.warmup):
+            runs[i]()
+    medians: dict[int, list[float]] = {i: [] for i in idx}
+    for _ in range(settings.rounds):
+        order = idx[:]
+        rng.shuffle(order)
+        for i in order:
+            # two untimed runs refill the caches the other models evicted
+            times = time_runs(runs[i], 2, settings.runs, settings.min_round_s)
+            medians[i].append(statistics.median(times) * 1e3)
+    return {i: summarize_ms(medians[i]) for i in idx}
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ class DeviceSpec:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "cpu_model": cpu_model(), "machine": platform.machine()}
+        return {**asdict(self), "cpu_model": cpu_model(), "cpu_id": cpu_id(), "machine": platform.machine()}
 
 
 DEVICES = {
@@ -41,6 +41,29 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_id() -> str:
+    """Vendor, family and model numbers: the CPU's generation. A VM often shows only a generic
+    name ("AMD EPYC"), which two VMs of different generations share; on two such VMs here the
+    same layers ran 2.3x apart. Elsewhere: the processor string."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "cpu family", "model", "CPU implementer", "CPU part") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break  # the first processor's block is enough
+    except OSError:
+        pass
+    if "vendor_id" in fields:
+        return f"{fields['vendor_id']} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+    if "CPU implementer" in fields:  # arm64 Linux
+        return f"arm implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')}"
     return platform.processor() or platform.machine()
 
 

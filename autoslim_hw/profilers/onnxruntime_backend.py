@@ -50,7 +50,8 @@ class OnnxRuntimeBackend(Backend):
         durations of its compute nodes. A whole session run of a one-op model also pays the
         call overhead, the input copy and NCHWc layout reorders around the op, which inside a
         network are paid once or not at all; summing wall-clock single-op times overcounts those
-        64 times for MobileNetV2 (see benchmarks/RESULTS.md)."""
+        64 times for MobileNetV2 (see benchmarks/RESULTS.md). The latency is the trimmed mean of
+        the runs' sums (see below), the spread their p10 and p90."""
         with tempfile.TemporaryDirectory() as tmp:
             sess = self.session(path, threads, profile=True, profile_prefix=os.path.join(tmp, "ort"))
             feed = _random_feed(sess)
@@ -70,7 +71,19 @@ class OnnxRuntimeBackend(Backend):
             i = bisect.bisect_right(starts, e["ts"]) - 1
             if i >= 0 and e["ts"] <= runs[i][1]:
                 sums[i] += e["dur"] / 1e3
-        return summarize_ms(sums)
+        # ONNX Runtime's timers count whole microseconds, and a small op takes two or three: the
+        # median of such counts is off by up to a third. Their trimmed mean is not (the run-to-run
+        # jitter spreads the counts over neighbouring microseconds), and for long ops it is the median.
+        lat = summarize_ms(sums)
+        return Latency(_trimmed_mean(sums), lat.p10_ms, lat.p90_ms, lat.runs)
+
+
+def _trimmed_mean(values: list[float], cut: float = 0.1) -> float:
+    """Mean of the values between the `cut` and 1 - `cut` quantiles (outliers left out)."""
+    v = sorted(values)
+    k = int(len(v) * cut)
+    middle = v[k:len(v) - k] or v
+    return sum(middle) / len(middle)
 
 
 def _random_feed(sess) -> dict:
