@@ -54,9 +54,10 @@ def single_op_model(sig: Signature) -> tuple[nn.Module, list[tuple[int, ...]]]:
 
 
 def new_table(device: DeviceSpec, backend: Backend, settings: MeasureSettings) -> LatencyTable:
+    spec = device.to_dict()
     return LatencyTable({
-        "device": device.to_dict(), "runtime": backend.name, "runtime_version": backend.version(),
-        "cpu_model": device.to_dict()["cpu_model"], "cpu_id": device.to_dict()["cpu_id"], "threads": device.threads,
+        "device": spec, "runtime": backend.name, "runtime_version": backend.version(),
+        "cpu_model": spec["cpu_model"], "cpu_id": spec["cpu_id"], "threads": device.threads,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool_version": __version__,
         "settings": {"warmup": settings.warmup, "runs": settings.runs, "rounds": settings.rounds},

@@ -1,6 +1,7 @@
 """Devices are specs, not code: what to run on, with which settings."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -33,33 +34,32 @@ def get_device(name: str) -> DeviceSpec:
     return DEVICES[name]
 
 
-def cpu_model() -> str:
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip() and fields:
+                    break  # the first processor's block is enough
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_id() -> str:
     """Vendor, family and model numbers: the CPU's generation. A VM often shows only a generic
     name ("AMD EPYC"), which two VMs of different generations share; on two such VMs here the
     same layers ran 2.3x apart. Elsewhere: the processor string."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("vendor_id", "cpu family", "model", "CPU implementer", "CPU part") and key not in fields:
-                    fields[key] = value.strip()
-                if not line.strip() and fields:
-                    break  # the first processor's block is enough
-    except OSError:
-        pass
+    fields = _cpuinfo()
     if "vendor_id" in fields:
         return f"{fields['vendor_id']} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
     if "CPU implementer" in fields:  # arm64 Linux
