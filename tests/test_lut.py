@@ -330,8 +330,12 @@ def test_validation_tells_machine_drift_from_table_error(tmp_path):
     from autoslim_hw.lookup_tables.build import measure_networks
     from autoslim_hw.lookup_tables.table import model_key
 
+    from autoslim_hw.profilers import pinned_to_core
+    from autoslim_hw.profilers.devices import measurement_core
+
     anchors = [net.space.smallest(), net.space.largest()]
-    measured = measure_networks(net, anchors, backend, tmp_path, settings, 1)
+    with pinned_to_core(measurement_core()):  # where a build measures them, and validation does
+        measured = measure_networks(net, anchors, backend, tmp_path, settings, 1)
     table.calibrations[model_key(net)] = {"slope": 1.0, "intercept": 0.0, "r2": 1.0, "samples": 2, "networks": [
         {"config": dict(c), "measured_ms": m / 2} for c, m in zip(anchors, measured)]}
     result = validate_table(table, net, backend, device, samples=4, settings=settings, progress=False)
