@@ -76,13 +76,14 @@ def export_cmd(
     }
     record.update(check_export(info))
     record.update(latency_ms=None, p10_ms=None, p90_ms=None, runtime=info.runtime, core=None,
-                  predicted_latency_ms=None, lut=None)
+                  predicted_latency_ms=None, predicted_statistic=None, lut=None)
     prediction = None
     if measure:
         latency, core = measure_export(info)
         record.update(latency_ms=latency.median_ms, p10_ms=latency.p10_ms, p90_ms=latency.p90_ms, core=core)
         prediction = predict_export_latency(info, lut)
-        record.update(predicted_latency_ms=prediction.get("latency_ms"), lut=prediction.get("lut"))
+        record.update(predicted_latency_ms=prediction.get("latency_ms"), predicted_statistic=prediction.get("statistic"),
+                      lut=prediction.get("lut"))
     record["warnings"] = list(info.warnings)
     if as_json:
         print(json.dumps(record))
@@ -119,7 +120,7 @@ def export_cmd(
         line = (f"  latency ({info.runtime}, 1 thread{core}): median {record['latency_ms']:.3f} ms "
                 f"(p10 {record['p10_ms']:.3f}, p90 {record['p90_ms']:.3f})")
         if prediction.get("latency_ms") is not None:
-            line += (f"; lookup table predicts {prediction['latency_ms']:.3f} ms "
+            line += (f"; lookup table predicts {prediction['statistic']} {prediction['latency_ms']:.3f} ms "
                      f"({prediction['device']}, {prediction['runtime']}: {prediction['lut']})")
         else:
             line += f"; no prediction: {prediction.get('reason')}"

@@ -90,7 +90,7 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
     _print_rows(rows, console)
     summary = {"rows": [asdict(r) for r in rows], "validation": validation, "lut": str(lut_path),
                "search": str(out / "search.json"), "speed_factor": factor}
-    _write_report(out, rows, settings, result, validation, lut_path, factor)
+    _write_report(out, rows, settings, result, validation, lut_path, factor, table.statistic)
     atomic_write_bytes(out / "demo.json", (json.dumps(summary, indent=1) + "\n").encode())
     console.print(f"report: {out / 'report.md'}")
     return summary
@@ -130,7 +130,7 @@ def _spot_check(table, supernet) -> float:
     configs = [supernet.space.uniform(0.75, snap=True), supernet.space.largest()]
     with tempfile.TemporaryDirectory() as tmp, pinned_to_core(measurement_core()):
         measured = measure_networks(supernet, configs, get_backend(RUNTIME), Path(tmp),
-                                    MeasureSettings(warmup=5, runs=20, rounds=3), 1)
+                                    MeasureSettings(warmup=5, runs=20, rounds=3), 1, statistic=table.statistic)
     return max(abs(table.predict(supernet, cfg, memory=False).latency_ms - m) / m for cfg, m in zip(configs, measured))
 
 
@@ -236,6 +236,9 @@ def _export_and_measure(supernet, table, result: dict, targets, calib, val, sett
     return rows, factor
 
 
+_STATISTIC_TEXT = {"p10": "the 10th percentile of their runs, as the table measures", "median": "median of their runs"}
+
+
 def _print_rows(rows: list[DemoRow], console: Console) -> None:
     table = Table("config", "target ms", "predicted ms", "measured ms", "at build speed", "MACs", "params", "memory",
                   "top-1 %")
@@ -248,7 +251,7 @@ def _print_rows(rows: list[DemoRow], console: Console) -> None:
 
 
 def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, result: dict, validation: dict,
-                  lut_path: Path, factor: float | None) -> None:
+                  lut_path: Path, factor: float | None, statistic: str) -> None:
     backend = get_backend(RUNTIME)
     lines = [
         f"# autoslim-hw demo: {settings.model} on {settings.data}", "",
@@ -257,7 +260,7 @@ def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, resul
         f"process pinned to one core; predictions from `{lut_path}`.", "",
         "## Searched configs against uniform width at the same predicted budget", "",
         "Accuracy: top-1 on the validation split after BN recalibration (supernet weights, not retrained). "
-        "Latency: all configs timed in interleaved rounds, medians of the rounds, together with four of the "
+        f"Latency: all configs timed in interleaved rounds ({_STATISTIC_TEXT[statistic]}), together with four of the "
         "table's calibration networks: " + (f"those ran {factor:.2f}x their time at the table's build, and "
         "*at build speed* divides by that (the table's own error, without the machine's drift)."
         if factor else "(the table kept none)."), "",

@@ -400,7 +400,8 @@ def measure_export(info: ExportedSubnet, settings=None):
 def predict_export_latency(info: ExportedSubnet, lut: str | os.PathLike | None = None) -> dict:
     """The lookup table's prediction for the exported config, when a table fits:
     `lut`, else the table the search used if it still exists and is for the file's runtime.
-    {'latency_ms', 'lut', 'device', 'runtime'} or {'latency_ms': None, 'reason'}."""
+    {'latency_ms', 'statistic' (of the runs it predicts: p10 or median), 'lut', 'device', 'runtime'}
+    or {'latency_ms': None, 'reason'}."""
     from .lookup_tables import LatencyTable
     from .lookup_tables.table import model_key
 
@@ -420,7 +421,8 @@ def predict_export_latency(info: ExportedSubnet, lut: str | os.PathLike | None =
             return {"latency_ms": None, "reason": f"the search's table {lut} is gone (pass --lut FILE)"}
     table = LatencyTable.load(lut)
     md = table.metadata
-    out = {"lut": str(lut), "device": md.get("device", {}).get("name"), "runtime": md.get("runtime")}
+    out = {"lut": str(lut), "device": md.get("device", {}).get("name"), "runtime": md.get("runtime"),
+           "statistic": table.statistic}
     keys = [m.get("key") for m in md.get("models", [])]
     if keys and model_key(info.supernet) not in keys:
         raise UserError(f"lookup table {lut} was profiled for {', '.join(map(str, keys))}, not for "

@@ -411,8 +411,9 @@ def test_device_script_end_to_end_with_fake_adb(bundle, fake_phone, tmp_path):
     out = tmp_path / "pixel-7.json"
     table = import_results(bundle, results, "pixel-7", out)
     assert set(table.entries) == {m["key"] for m in manifest["models"]}
-    assert all(e["median_ms"] == pytest.approx(42.419) for e in table.entries.values())
-    assert all(e["p10_ms"] <= e["median_ms"] <= e["p90_ms"] for e in table.entries.values())
+    assert all(e["ms"] == pytest.approx(42.419) for e in table.entries.values())
+    assert all(e["p10_ms"] <= e["ms"] <= e["p90_ms"] for e in table.entries.values())
+    assert table.statistic == "median"
     e = next(iter(table.entries.values()))
     assert e["p10_ms"] == pytest.approx(42.3948 - 1.2816 * 0.188, abs=1e-3)
     md = LatencyTable.load(out).metadata
@@ -475,7 +476,7 @@ def test_run_local_then_import(bundle, tmp_path):
             assert "--" not in text.split("Graph: [")[0]
     table = import_results(bundle, results, "this-host", tmp_path / "host.json", description="dev box")
     assert sorted(table.entries) == sorted(m["key"] for m in manifest["models"])
-    assert all(e["median_ms"] > 0 and e["p90_ms"] >= e["median_ms"] for e in table.entries.values())
+    assert all(e["ms"] > 0 and e["p90_ms"] >= e["ms"] for e in table.entries.values())
     md = table.metadata
     assert md["device"]["kind"] == "host" and md["device"]["description"] == "dev box"
     assert md["validation"]["samples"] >= 1 and md["validation"]["mape"] >= 0
@@ -527,7 +528,7 @@ def test_import_errors(bundle, tmp_path):
         import_results(bundle, results, "pixel-7")
     partial = import_results(bundle, results, "pixel-7", allow_partial=True)
     assert len(partial.entries) == 5 and len(partial.metadata["bundle"]["missing"]) == total - 5
-    assert next(iter(partial.entries.values()))["median_ms"] == pytest.approx(88.1992)  # no median: the mean
+    assert next(iter(partial.entries.values()))["ms"] == pytest.approx(88.1992)  # no median: the mean
     with pytest.raises(UserError, match="--device"):
         import_results(bundle, results, "my phone!", allow_partial=True)
     (results / "device.txt").write_text("bundle_id=0123456789ab\n")

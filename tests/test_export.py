@@ -184,7 +184,7 @@ def test_lookup_table_prediction(run, tmp_path):
     from autoslim_hw.lookup_tables import LatencyTable, config_signatures, model_key
 
     net, cfg = run["supernet"], run["configs"]["nonuniform"]
-    table = LatencyTable({"device": {"name": "cpu-1core"}, "runtime": "onnxruntime",
+    table = LatencyTable({"device": {"name": "cpu-1core"}, "runtime": "onnxruntime", "latency_statistic": "p10",
                           "models": [{"key": model_key(net)}]})
     sigs = config_signatures(net, cfg)
     for sig in sigs:

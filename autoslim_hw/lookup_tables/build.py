@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..export import materialize
 from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
-from ..profilers.base import Backend, MeasureSettings, measure_interleaved, pinned_to_core
+from ..profilers.base import HOST_STATISTIC, Backend, MeasureSettings, measure_interleaved, pinned_to_core
 from ..profilers.devices import DeviceSpec, measurement_core
 from .signatures import Signature, enumerate_signatures
 from .table import CalibrationSkipped, LatencyTable, fidelity, fit_calibration, model_key
@@ -61,6 +61,7 @@ def new_table(device: DeviceSpec, backend: Backend, settings: MeasureSettings) -
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool_version": __version__,
         "settings": {"warmup": settings.warmup, "runs": settings.runs, "rounds": settings.rounds},
+        "latency_statistic": HOST_STATISTIC,  # of the runs, for ops and networks alike (see profilers.base)
         "op_timing": backend.op_timing,  # kernel: the runtime's per-node timers; wall: whole single-op runs
         "models": [],
     })
@@ -162,7 +163,7 @@ def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: P
             lat = backend.measure_op(path, settings, device.threads)
             if jobs > 1:
                 path.unlink()
-            table.add(sig, lat.median_ms, lat.p10_ms, lat.p90_ms)
+            table.add(sig, lat.value(table.statistic), lat.p10_ms, lat.p90_ms)
             bar.update(task, advance=1, op=sig.key)
             if (i + 1) % save_every == 0:
                 table.save(out)
@@ -186,9 +187,11 @@ def network_settings(settings: MeasureSettings) -> MeasureSettings:
 
 
 def measure_networks(supernet: Supernet, configs: list, backend: Backend, workdir: Path, settings: MeasureSettings,
-                     threads: int, seed: int = 0, chunk: int = 25, progress=None, bridges: int = 3) -> list[float]:
-    """Median latency (ms) of each config's materialized subnet, timed in interleaved rounds
-    (`chunk` networks loaded at once, chunks bridged: see `measure_interleaved`)."""
+                     threads: int, seed: int = 0, chunk: int = 25, progress=None, bridges: int = 3,
+                     statistic: str = HOST_STATISTIC) -> list[float]:
+    """Latency (ms, in `statistic`: see profilers.base) of each config's materialized subnet,
+    timed in interleaved rounds (`chunk` networks loaded at once, chunks bridged: see
+    `measure_interleaved`)."""
     spec = supernet.spec
     shape = (1, spec.in_chans, spec.input_size, spec.input_size)
     paths = []
@@ -197,11 +200,11 @@ def measure_networks(supernet: Supernet, configs: list, backend: Backend, workdi
         backend.convert(materialize(supernet, cfg).eval(), [shape], paths[-1])
     try:
         lats = measure_interleaved(backend, paths, network_settings(settings), threads, seed=seed, chunk=chunk,
-                                   progress=progress, bridges=bridges)
+                                   progress=progress, bridges=bridges, statistic=statistic)
     finally:
         for p in paths:
             p.unlink(missing_ok=True)
-    return [lat.median_ms for lat in lats]
+    return [lat.value(statistic) for lat in lats]
 
 
 def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
@@ -235,7 +238,8 @@ def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device:
     `validate_table` measures a few of them again as anchors, to tell the table's error from
     the machine's drift since the build."""
     configs = sample_configs(supernet, max(samples, 2), seed=12345)
-    measured = measure_networks(supernet, configs, backend, workdir, settings, device.threads)
+    measured = measure_networks(supernet, configs, backend, workdir, settings, device.threads,
+                                statistic=table.statistic)
     fit = fit_calibration([table.features(supernet, cfg) for cfg in configs], measured)
     fit["networks"] = [{"config": dict(cfg), "measured_ms": m} for cfg, m in zip(configs, measured)]
     return fit
@@ -251,14 +255,15 @@ def _anchors(table: LatencyTable, supernet: Supernet, n: int = 4) -> list[tuple[
 def measure_with_anchors(table: LatencyTable, supernet: Supernet, configs: list, backend: Backend, workdir: Path,
                          settings: MeasureSettings, threads: int, seed: int = 0, chunk: int = 25,
                          progress=None) -> tuple[list[float], float | None]:
-    """Latencies of `configs` timed in interleaved rounds together with a few of the table's
-    calibration networks (anchors), and the machine's speed against the build: the anchors'
-    median ratio of now to then (> 1: slower now; None when the table kept no networks)."""
+    """Latencies of `configs` (in the table's statistic) timed in interleaved rounds together with
+    a few of the table's calibration networks (anchors), and the machine's speed against the
+    build: the anchors' median ratio of now to then (> 1: slower now; None when the table kept
+    no networks)."""
     import numpy as np
 
     anchors = _anchors(table, supernet)
     lat = measure_networks(supernet, list(configs) + [a for a, _ in anchors], backend, workdir, settings, threads,
-                           seed=seed, chunk=chunk, progress=progress)
+                           seed=seed, chunk=chunk, progress=progress, statistic=table.statistic)
     factor = float(np.median([now / then for now, (_, then) in zip(lat[len(configs):], anchors)])) if anchors else None
     return lat[:len(configs)], factor
 
@@ -285,7 +290,8 @@ def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, de
         measured, factor = measure_with_anchors(table, supernet, configs, backend, Path(tmp), settings, device.threads,
                                                 seed=seed, chunk=chunk, progress=lambda k: bar.advance(task, k))
     p, m = np.array(predicted), np.array(measured)
-    out = {**fidelity(p, m), "samples": samples, "predicted_ms": p.tolist(), "measured_ms": m.tolist()}
+    out = {**fidelity(p, m), "samples": samples, "statistic": table.statistic, "predicted_ms": p.tolist(),
+           "measured_ms": m.tolist()}
     if factor is not None:
         out["speed_factor"] = factor
         out["adjusted"] = fidelity(p, m / factor)

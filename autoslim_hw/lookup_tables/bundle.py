@@ -523,7 +523,7 @@ def import_results(bundle_dir: str | os.PathLike, results_dir: str | os.PathLike
                    allow_partial: bool = False, force: bool = False) -> LatencyTable:
     """Build a LatencyTable from the benchmark_model outputs of a bundle's models.
 
-    Entries: median_ms is benchmark_model's median of the timed runs where it prints one
+    Entries: ms is benchmark_model's median of the timed runs where it prints one
     (recent builds), else its "Inference (avg)"; p10/p90 are avg -/+ 1.2816 std (the normal
     approximation), clamped to the runs' [min, max]. The bundle's calibration networks give
     the end-to-end calibration, its validation networks the table's measured accuracy
@@ -587,7 +587,8 @@ def import_results(bundle_dir: str | os.PathLike, results_dir: str | os.PathLike
         "measured_with": "autoslim-hw run-local" if kind == "host" else "benchmark_model (run_on_device.sh)",
         "cpu_model": soc or product, "threads": 1, "created": _now(), "tool_version": __version__,
         "settings": {"warmup": b["warmup_runs"], "runs": b["num_runs"], "rounds": 1, **b},
-        "statistic": (f"median_ms is benchmark_model's {statistic} of the timed runs (it prints the mean, and the "
+        "latency_statistic": "median",
+        "statistic": (f"ms is benchmark_model's {statistic} of the timed runs (it prints the mean, and the "
                       "median only in recent builds; medians under 10 us, printed in whole microseconds, give way "
                       "to the mean); p10_ms/p90_ms are avg -/+ 1.2816 std (normal approximation), "
                       "clamped to [min, max]"),
@@ -611,7 +612,7 @@ def import_results(bundle_dir: str | os.PathLike, results_dir: str | os.PathLike
             continue
         features = {g: 0.0 for g in OP_GROUPS}
         for k in net["signatures"]:
-            features[op_group(table.entries[k]["sig"]["op"])] += table.entries[k]["median_ms"]
+            features[op_group(table.entries[k]["sig"]["op"])] += table.entries[k]["ms"]
         if "weights_mb" in net:  # bundles of earlier versions lack it: no weights term then
             features["weights_mb"] = net["weights_mb"]
         (cal if net["role"] == "calibration" else val).append((features, _latency(r)[0]))

@@ -20,11 +20,14 @@ from pathlib import Path
 
 from .._io import atomic_write_bytes
 from ..errors import UserError
+from ..profilers.base import STATISTICS
 from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
 from .signatures import DeployedOp, Signature, config_signatures, deployed_ops
 
-SCHEMA_VERSION = 1
+# 2: an entry's latency is "ms", in the statistic the metadata names ("latency_statistic": p10 or
+# median); 1: it was "median_ms", always the median (read as such)
+SCHEMA_VERSION = 2
 FORMAT = "autoslim-hw/latency-table"
 
 
@@ -80,10 +83,33 @@ class LatencyTable:
             raise UserError(f"{path} is not a readable lookup table ({type(exc).__name__}: {str(exc)[:120]})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise UserError(f"{path} is not an autoslim-hw lookup table (no '{FORMAT}' format tag)")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise UserError(f"{path} has schema version {data.get('schema_version')}; this autoslim-hw reads "
+        version = data.get("schema_version")
+        if version not in (1, SCHEMA_VERSION):
+            raise UserError(f"{path} has schema version {version}; this autoslim-hw reads 1 and "
                             f"{SCHEMA_VERSION}: rebuild it with `autoslim-hw profile` or upgrade autoslim-hw")
-        return cls(data["metadata"], data.get("entries", {}), data.get("calibrations", {}))
+        metadata, entries = data.get("metadata"), data.get("entries", {})
+        try:
+            if version == 1:  # medians under other names
+                metadata = {**metadata, "latency_statistic": "median"}
+                entries = {k: {"sig": e["sig"], "ms": e["median_ms"], "p10_ms": e["p10_ms"], "p90_ms": e["p90_ms"],
+                               "passes_ms": e.get("passes_ms", [e["median_ms"]])} for k, e in entries.items()}
+            bad = next((k for k, e in entries.items() if not isinstance(e["ms"], (int, float)) or "sig" not in e), None)
+        except (KeyError, TypeError, AttributeError):
+            bad = "?"
+        if not isinstance(metadata, dict) or bad is not None:
+            what = f"entry {bad!r}" if bad not in (None, "?") else "its metadata or an entry"
+            raise UserError(f"{path} is a corrupt lookup table ({what} malformed); "
+                            "rebuild it with `autoslim-hw profile`")
+        if metadata.get("latency_statistic") not in STATISTICS:
+            raise UserError(f"{path} names no known latency statistic ({metadata.get('latency_statistic')!r}; "
+                            f"known: {', '.join(STATISTICS)}); rebuild it with `autoslim-hw profile`")
+        return cls(metadata, entries, data.get("calibrations", {}))
+
+    @property
+    def statistic(self) -> str:
+        """What the entries, calibration networks and predictions measure: "p10" (the 10th
+        percentile of the timed runs: host tables) or "median" (older tables, phones)."""
+        return self.metadata["latency_statistic"]
 
     def check_target(self, device: str, runtime: str, allow_mismatch: bool = False) -> None:
         have = (self.metadata.get("device", {}).get("name"), self.metadata.get("runtime"))
@@ -114,19 +140,20 @@ class LatencyTable:
         return f"lookup table was measured on {theirs}, but this host is {cpu_model()}: its latencies do not hold here"
 
     # --- prediction ---------------------------------------------------------------------------
-    def add(self, sig: Signature, median_ms: float, p10_ms: float, p90_ms: float) -> None:
-        """One pass's measurement of `sig`. An entry measured in several passes (at different
-        times) keeps each pass's median; its latency is their median, its spread theirs."""
+    def add(self, sig: Signature, ms: float, p10_ms: float, p90_ms: float) -> None:
+        """One pass's measurement of `sig`: `ms` in the table's statistic, and the runs' spread.
+        An entry measured in several passes (at different times) keeps each pass's latency; its
+        latency is their median, its spread theirs."""
         old = self.entries.get(sig.key)
-        passes = (old.get("passes_ms", [old["median_ms"]]) if old else []) + [median_ms]
-        self.entries[sig.key] = {"sig": sig.to_dict(), "median_ms": statistics.median(passes),
+        passes = (old["passes_ms"] if old else []) + [ms]
+        self.entries[sig.key] = {"sig": sig.to_dict(), "ms": statistics.median(passes),
                                  "p10_ms": min(p10_ms, old["p10_ms"]) if old else p10_ms,
                                  "p90_ms": max(p90_ms, old["p90_ms"]) if old else p90_ms, "passes_ms": passes}
 
     def passes(self, key: str) -> int:
         """How many times an entry was measured (0: not yet)."""
         entry = self.entries.get(key)
-        return 0 if entry is None else len(entry.get("passes_ms", [entry["median_ms"]]))
+        return 0 if entry is None else len(entry["passes_ms"])
 
     def order_entries(self, keys: list[str]) -> None:
         """Entries in this order (the enumeration's, readable), others after: builds measure in random order."""
@@ -144,7 +171,7 @@ class LatencyTable:
         for sig in config_signatures(supernet, config, self._ops(supernet)):
             entry = self.entries.get(sig.key)
             if entry is not None:
-                ms = entry["median_ms"]
+                ms = entry["ms"]
             else:
                 ms = self.interpolate(sig)
                 estimated.append(sig.key)
@@ -190,7 +217,7 @@ class LatencyTable:
             raise UserError(f"lookup table has no measurement near {sig.key}; it was built for other "
                             "layers: run `autoslim-hw profile --resume` for this model")
         pts = np.array([[e["sig"]["cin"], e["sig"]["cout"]] for e in family], dtype=float)
-        ms = np.array([e["median_ms"] for e in family])
+        ms = np.array([e["ms"] for e in family])
         if len(family) >= 3 and np.linalg.matrix_rank(pts - pts[0]) == 2:
             v = griddata(pts, ms, np.array([[sig.cin, sig.cout]], dtype=float), method="linear")[0]
             if np.isfinite(v):

@@ -75,7 +75,7 @@ class OnnxRuntimeBackend(Backend):
         # median of such counts is off by up to a third. Their trimmed mean is not (the run-to-run
         # jitter spreads the counts over neighbouring microseconds), and for long ops it is the median.
         lat = summarize_ms(sums)
-        return Latency(_trimmed_mean(sums), lat.p10_ms, lat.p90_ms, lat.runs)
+        return Latency(_trimmed_mean(sums), lat.p10_ms, lat.p90_ms, lat.runs, lat.runs_ms)
 
 
 def _trimmed_mean(values: list[float], cut: float = 0.1) -> float:
