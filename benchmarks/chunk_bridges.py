@@ -16,7 +16,7 @@ same mean: the machine's overall speed is not the question), Kendall tau against
 leave-one-out MAPE of the one-slope calibration fit against the table's layer sums.
 
     OMP_NUM_THREADS=1 python benchmarks/chunk_bridges.py --lut autoslim_hw/lookup_tables/data/\
-mobilenet_v2-224-cpu-1core-onnxruntime-amd-epyc.json.gz --networks 48 --chunk 16
+mobilenet_v2-224-cpu-1core-onnxruntime-amd-epyc-f26m2.json.gz --networks 48 --chunk 16
 """
 from __future__ import annotations
 

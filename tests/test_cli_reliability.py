@@ -5,7 +5,6 @@ exit code 2, one line on stderr naming the problem, no traceback, and no file wr
 import gzip
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
