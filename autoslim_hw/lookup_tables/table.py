@@ -145,7 +145,7 @@ class LatencyTable:
         An entry measured in several passes (at different times) keeps each pass's latency; its
         latency is their median, its spread theirs."""
         old = self.entries.get(sig.key)
-        passes = (old["passes_ms"] if old else []) + [ms]
+        passes = (old.get("passes_ms", [old["ms"]]) if old else []) + [ms]
         self.entries[sig.key] = {"sig": sig.to_dict(), "ms": statistics.median(passes),
                                  "p10_ms": min(p10_ms, old["p10_ms"]) if old else p10_ms,
                                  "p90_ms": max(p90_ms, old["p90_ms"]) if old else p90_ms, "passes_ms": passes}
@@ -153,7 +153,7 @@ class LatencyTable:
     def passes(self, key: str) -> int:
         """How many times an entry was measured (0: not yet)."""
         entry = self.entries.get(key)
-        return 0 if entry is None else len(entry["passes_ms"])
+        return 0 if entry is None else len(entry.get("passes_ms", [entry["ms"]]))
 
     def order_entries(self, keys: list[str]) -> None:
         """Entries in this order (the enumeration's, readable), others after: builds measure in random order."""
