@@ -15,10 +15,10 @@ from ..errors import UserError
 # What a measured latency means. "p10": the 10th percentile of all timed runs. On a shared VM
 # the noise is one-sided (neighbours, interrupts and slow spells only ever add time) and comes
 # and goes, so the fast end of the distribution is what the hardware does with the model, and
-# it repeats: 40 MobileNetV2-224 sub-networks timed in three sessions agreed to MAPE 1.2% (ONNX
-# Runtime) and 1.1% (LiteRT) by it, against 1.9% and 1.8% by the median of the round medians
-# used before, and a table built and validated by it was off by 1.4% instead of 2.9%
-# (benchmarks/latency_statistic.py, benchmarks/RESULTS.md). "median": tables before this
+# it repeats: 148 MobileNetV2-224 sub-networks timed in two sessions agreed to MAPE 2.1% (ONNX
+# Runtime) and 1.7% (LiteRT) by it, against 6.0% and 3.7% by the median of the round medians
+# used before, and tables built and validated by it were off by 2.3% and 2.2% instead of 4.8%
+# and 3.3% (benchmarks/latency_statistic.py, benchmarks/RESULTS.md). "median": tables before this
 # and phone tables, where benchmark_model prints only the mean and the median.
 STATISTICS = ("p10", "median")
 HOST_STATISTIC = "p10"
@@ -84,7 +84,7 @@ def measure_interleaved(backend: "Backend", paths: list, settings: MeasureSettin
                         seed: int = 0, chunk: int = 25, progress: Callable[[int], None] | None = None,
                         bridges: int = 3, statistic: str = HOST_STATISTIC) -> list[Latency]:
     """Latency of several model files, timed in `settings.rounds` rounds that each visit every
-    model once, in a fresh random order; a model's latency sums up all its runs of all rounds.
+    model once, in a fresh random order; a model's latency summarizes all its runs of all rounds.
 
     Why: a shared VM or a laptop drifts 5-30% in speed over minutes (neighbours, thermal
     limits). Timed back to back, a model caught in a slow spell is off by that much; timed in
