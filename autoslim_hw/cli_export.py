@@ -76,7 +76,7 @@ def export_cmd(
     }
     record.update(check_export(info))
     record.update(latency_ms=None, p10_ms=None, p90_ms=None, runtime=info.runtime, core=None,
-                  predicted_latency_ms=None, predicted_statistic=None, lut=None)
+                  predicted_latency_ms=None, predicted_statistic=None, measured_as_predicted_ms=None, lut=None)
     prediction = None
     if measure:
         latency, core = measure_export(info)
@@ -84,6 +84,8 @@ def export_cmd(
         prediction = predict_export_latency(info, lut)
         record.update(predicted_latency_ms=prediction.get("latency_ms"), predicted_statistic=prediction.get("statistic"),
                       lut=prediction.get("lut"))
+        if prediction.get("statistic"):  # what to compare the prediction with
+            record["measured_as_predicted_ms"] = latency.value(prediction["statistic"])
     record["warnings"] = list(info.warnings)
     if as_json:
         print(json.dumps(record))
@@ -121,6 +123,7 @@ def export_cmd(
                 f"(p10 {record['p10_ms']:.3f}, p90 {record['p90_ms']:.3f})")
         if prediction.get("latency_ms") is not None:
             line += (f"; lookup table predicts {prediction['statistic']} {prediction['latency_ms']:.3f} ms "
+                     f"(measured {prediction['statistic']} {record['measured_as_predicted_ms']:.3f}) "
                      f"({prediction['device']}, {prediction['runtime']}: {prediction['lut']})")
         else:
             line += f"; no prediction: {prediction.get('reason')}"

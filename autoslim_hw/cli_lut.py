@@ -48,7 +48,7 @@ def profile_cmd(
     out: Annotated[Optional[Path], typer.Option(help="Table file (.json or .json.gz).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Complete an interrupted table: measure only what is missing.")] = False,
     runs: Annotated[int, typer.Option(help="Timed runs per round.")] = 20,
-    rounds: Annotated[int, typer.Option(help="Rounds per op (its latency: the 10th percentile of all runs).")] = 3,
+    rounds: Annotated[int, typer.Option(help="Rounds per op (its latency: the fastest of all runs).")] = 3,
     calibration: Annotated[int, typer.Option(help="Whole sub-networks measured for the end-to-end calibration.")] = 24,
     passes: Annotated[int, typer.Option(help="Times each signature is measured, in separate passes in random order "
                                              "(the median is kept): more passes average out the machine's drift.")] = 2,
@@ -86,6 +86,7 @@ def profile_cmd(
 def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
     """Metadata and size of a table."""
     from .lookup_tables import LatencyTable
+    from .profilers.base import STATISTIC_TEXT
 
     t = LatencyTable.load(lut)
     md = t.metadata
@@ -93,7 +94,7 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
     console.print(f"device {md['device']['name']} ({cpu}), {md['runtime']} {md['runtime_version']}, "
                   f"{md['threads']} thread(s), created {md['created']} by autoslim-hw {md['tool_version']}")
     console.print(f"{len(t.entries)} signatures; models: {', '.join(m['key'] for m in md['models'])}; latencies: "
-                  + ("10th percentile of the timed runs" if t.statistic == "p10" else "median of the timed runs"))
+                  + STATISTIC_TEXT[t.statistic])
     for key, cal in t.calibrations.items():
         console.print(f"calibration {key}: measured = {cal['slope']:.3f} x sum + {cal['intercept']:.3f} ms "
                       f"(r2 {cal['r2']:.3f}, {cal['samples']} networks)")
@@ -154,8 +155,8 @@ def lut_validate(
     predicted against measured latency. A few of the table's calibration networks are timed
     again beside them: their slowdown since the build is the machine's drift (speed factor),
     and the same statistics are also given for latencies corrected by it (the table's own error).
-    Latencies are measured in the table's statistic (`lut info`: the 10th percentile of the
-    timed runs for tables of this version, the median for older ones).
+    Latencies are measured in the table's statistic (`lut info`: the fastest of the
+    timed runs for tables built now, the 10th percentile or the median for older ones).
     """
     from .lookup_tables import LatencyTable
     from .lookup_tables.build import validate_table

@@ -22,6 +22,7 @@ from rich.table import Table
 from ._io import atomic_write_bytes
 from .export import materialize
 from .profilers import MeasureSettings, get_backend, pinned_to_core
+from .profilers.base import STATISTIC_TEXT
 from .profilers.devices import measurement_core
 from .train import TrainSettings, evaluate_config, train
 
@@ -236,9 +237,6 @@ def _export_and_measure(supernet, table, result: dict, targets, calib, val, sett
     return rows, factor
 
 
-_STATISTIC_TEXT = {"p10": "the 10th percentile of their runs, as the table measures", "median": "median of their runs"}
-
-
 def _print_rows(rows: list[DemoRow], console: Console) -> None:
     table = Table("config", "target ms", "predicted ms", "measured ms", "at build speed", "MACs", "params", "memory",
                   "top-1 %")
@@ -260,7 +258,7 @@ def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, resul
         f"process pinned to one core; predictions from `{lut_path}`.", "",
         "## Searched configs against uniform width at the same predicted budget", "",
         "Accuracy: top-1 on the validation split after BN recalibration (supernet weights, not retrained). "
-        f"Latency: all configs timed in interleaved rounds ({_STATISTIC_TEXT[statistic]}), together with four of the "
+        f"Latency: all configs timed in interleaved rounds ({STATISTIC_TEXT[statistic]}, as the table measures), together with four of the "
         "table's calibration networks: " + (f"those ran {factor:.2f}x their time at the table's build, and "
         "*at build speed* divides by that (the table's own error, without the machine's drift)."
         if factor else "(the table kept none)."), "",

@@ -400,7 +400,7 @@ def measure_export(info: ExportedSubnet, settings=None):
 def predict_export_latency(info: ExportedSubnet, lut: str | os.PathLike | None = None) -> dict:
     """The lookup table's prediction for the exported config, when a table fits:
     `lut`, else the table the search used if it still exists and is for the file's runtime.
-    {'latency_ms', 'statistic' (of the runs it predicts: p10 or median), 'lut', 'device', 'runtime'}
+    {'latency_ms', 'statistic' (of the runs it predicts: see profilers.base), 'lut', 'device', 'runtime'}
     or {'latency_ms': None, 'reason'}."""
     from .lookup_tables import LatencyTable
     from .lookup_tables.table import model_key

@@ -10,7 +10,7 @@ from autoslim_hw import slimmable
 from autoslim_hw.errors import UserError
 from autoslim_hw.lookup_tables import LatencyTable, config_signatures, deployed_ops, enumerate_signatures
 from autoslim_hw.lookup_tables.build import build_table, new_table, validate_table
-from autoslim_hw.profilers import MeasureSettings, get_backend
+from autoslim_hw.profilers import Latency, MeasureSettings, get_backend
 from autoslim_hw.profilers.devices import get_device
 from tests.cli_helpers import assert_user_error, run_cli
 
@@ -370,9 +370,12 @@ def test_the_latency_is_the_fast_end_of_the_runs_which_a_slow_spell_does_not_mov
     assert lat.runs == 30 and len(lat.runs_ms) == 30
     assert lat.value("p10") == pytest.approx(1.0, rel=0.15)  # a third of the runs were fast
     assert lat.value("median") == pytest.approx(2.0, rel=0.15)
+    assert lat.value("min") == min(lat.runs_ms) == pytest.approx(1.0, rel=0.15)
     assert lat.value("p10") == lat.p10_ms and lat.value("median") == lat.median_ms
     with pytest.raises(ValueError, match="unknown latency statistic"):
         lat.value("mean")
+    with pytest.raises(ValueError, match="kept none"):  # the fastest run needs the runs
+        Latency(1.0, 1.0, 1.0, 3).value("min")
 
 
 def test_validation_tells_machine_drift_from_table_error(tmp_path):
@@ -414,3 +417,23 @@ def test_kernel_time_between_whole_microseconds_is_averaged_not_rounded():
     assert _trimmed_mean(counts) == pytest.approx(2.375)  # 2, 2, 2, 2, 2, 3, 3, 3 after the cut
     assert _trimmed_mean([2.0] * 9 + [100.0]) == pytest.approx(2.0)  # a preempted run is cut
     assert _trimmed_mean([5.0]) == 5.0
+
+
+def test_fastest_kernel_time_is_read_between_whole_microseconds():
+    """A timer that counts whole microseconds (floor of the end minus floor of the start) reads
+    an op of 2.4 us as 2 or 3, at random offsets 60:40. The fastest count says 2; the fastest run
+    between counts must say 2.4, whatever slow runs (neighbours) add above it."""
+    import random
+
+    from autoslim_hw.profilers.onnxruntime_backend import _fastest
+
+    rng = random.Random(0)
+    for true_us in (2.4, 3.0, 17.75):
+        counts = []
+        for _ in range(400):
+            start = rng.uniform(0, 1000)
+            slow = 0.0 if rng.random() < 0.5 else rng.uniform(0.5, 20)  # half the runs in a slow spell
+            counts.append(float(int(start + true_us + slow) - int(start)))
+        sums_ms = [c / 1e3 for c in counts]
+        assert min(counts) == int(true_us)
+        assert _fastest(sums_ms) * 1e3 == pytest.approx(true_us, abs=0.1)

@@ -25,8 +25,8 @@ from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
 from .signatures import DeployedOp, Signature, config_signatures, deployed_ops
 
-# 2: an entry's latency is "ms", in the statistic the metadata names ("latency_statistic": p10 or
-# median); 1: it was "median_ms", always the median (read as such)
+# 2: an entry's latency is "ms", in the statistic the metadata names ("latency_statistic": min, p10
+# or median, see profilers.base); 1: it was "median_ms", always the median (read as such)
 SCHEMA_VERSION = 2
 FORMAT = "autoslim-hw/latency-table"
 
@@ -107,8 +107,9 @@ class LatencyTable:
 
     @property
     def statistic(self) -> str:
-        """What the entries, calibration networks and predictions measure: "p10" (the 10th
-        percentile of the timed runs: host tables) or "median" (older tables, phones)."""
+        """What the entries, calibration networks and predictions measure: "min" (the fastest
+        of the timed runs: host tables), "p10" (earlier host tables) or "median"
+        (older tables, phones)."""
         return self.metadata["latency_statistic"]
 
     def check_target(self, device: str, runtime: str, allow_mismatch: bool = False) -> None:
