@@ -30,7 +30,8 @@ HOST_STATISTIC = "min"
 
 @dataclass(frozen=True)
 class Latency:
-    """Milliseconds over all timed runs of all rounds: median, 10th and 90th percentiles."""
+    """Milliseconds over all timed runs of all rounds: median, 10th and 90th percentiles, and
+    (`value("min")`) the fastest run."""
 
     median_ms: float
     p10_ms: float

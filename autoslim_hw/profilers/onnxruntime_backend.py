@@ -50,8 +50,9 @@ class OnnxRuntimeBackend(Backend):
         durations of its compute nodes. A whole session run of a one-op model also pays the
         call overhead, the input copy and NCHWc layout reorders around the op, which inside a
         network are paid once or not at all; summing wall-clock single-op times overcounts those
-        64 times for MobileNetV2 (see benchmarks/RESULTS.md). The latency is the trimmed mean of
-        the runs' sums (see below), the spread their p10 and p90."""
+        64 times for MobileNetV2 (see benchmarks/RESULTS.md). Its median is the trimmed mean of the
+        runs' sums and its fastest run is read between whole microseconds (see below); p10 and
+        p90 are the sums' own."""
         with tempfile.TemporaryDirectory() as tmp:
             sess = self.session(path, threads, profile=True, profile_prefix=os.path.join(tmp, "ort"))
             feed = _random_feed(sess)
