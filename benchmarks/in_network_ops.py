@@ -15,7 +15,6 @@ mobilenet_v2-224-cpu-1core-onnxruntime-amd-epyc-f25m17.json.gz --networks 20
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import os
 import platform
@@ -31,6 +30,7 @@ from autoslim_hw.lookup_tables import LatencyTable, config_signatures, deployed_
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import get_backend, pinned_to_core
 from autoslim_hw.profilers.devices import cpu_id, cpu_model, measurement_core
+from autoslim_hw.profilers.onnxruntime_backend import _random_feed, kernel_times_by_run
 
 _NOT_OPS = ("Reorder", "Flatten", "Reshape", "Transpose")  # layout glue, in no table entry
 
@@ -39,27 +39,12 @@ def kernel_times(backend, path: str, runs: int, warmup: int = 10) -> list[tuple[
     """(ONNX op type, fastest time in ms over `runs` profiled runs) per compute kernel, in order."""
     with tempfile.TemporaryDirectory() as tmp:
         sess = backend.session(path, 1, profile=True, profile_prefix=os.path.join(tmp, "ort"))
-        feed = {i.name: np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
-                .astype(np.float32) for i in sess.get_inputs()}
+        feed = _random_feed(sess)
         for _ in range(warmup + runs):
             sess.run(None, feed)
         with open(sess.end_profiling()) as f:
             events = json.load(f)
-    bounds = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                    if e.get("cat") == "Session" and e.get("name") == "model_run")[warmup:]
-    starts = [b[0] for b in bounds]
-    per: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(bounds))
-    order: dict[str, tuple[float, str]] = {}
-    for e in events:
-        kind = e.get("args", {}).get("op_name", "")
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or kind.startswith(_NOT_OPS):
-            continue
-        i = bisect.bisect_right(starts, e["ts"]) - 1
-        if i >= 0 and e["ts"] <= bounds[i][1]:
-            per[e["name"]][i] += e["dur"] / 1e3
-            if i == 0:
-                order[e["name"]] = (e["ts"], kind)
-    return [(order[n][1], min(per[n])) for n in sorted(order, key=lambda n: order[n][0])]
+    return [(op_type, min(ms)) for op_type, ms in kernel_times_by_run(events, warmup) if not op_type.startswith(_NOT_OPS)]
 
 
 def main() -> None:

@@ -60,23 +60,32 @@ class OnnxRuntimeBackend(Backend):
                 sess.run(None, feed)
             with open(sess.end_profiling()) as f:
                 events = json.load(f)
-        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                      if e.get("cat") == "Session" and e.get("name") == "model_run")[settings.warmup:]
-        sums = [0.0] * len(runs)
-        starts = [r[0] for r in runs]
-        for e in events:
-            if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
-                continue
-            if e.get("args", {}).get("op_name", "").startswith("Reorder"):
-                continue  # layout changes at the op's borders: inside a network they mostly vanish
-            i = bisect.bisect_right(starts, e["ts"]) - 1
-            if i >= 0 and e["ts"] <= runs[i][1]:
-                sums[i] += e["dur"] / 1e3
+        # layout changes at the op's borders (Reorder*) are left out: inside a network they mostly vanish
+        kernels = [ms for op_type, ms in kernel_times_by_run(events, settings.warmup) if not op_type.startswith("Reorder")]
+        sums = [sum(per_run) for per_run in zip(*kernels)]
         # ONNX Runtime's timers count whole microseconds, and a small op takes two or three: the
         # median of such counts is off by up to a third. Their trimmed mean is not (the run-to-run
         # jitter spreads the counts over neighbouring microseconds), and for long ops it is the median.
         lat = summarize_ms(sums)
         return Latency(_trimmed_mean(sums), lat.p10_ms, lat.p90_ms, lat.runs, lat.runs_ms, _fastest(sums))
+
+
+def kernel_times_by_run(events: list[dict], warmup: int) -> list[tuple[str, list[float]]]:
+    """From ONNX Runtime's profile (`events`, its JSON): per compute kernel, in the order the
+    first timed run executed them, its op type and its time (ms) in each run after `warmup`."""
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")[warmup:]
+    starts = [r[0] for r in runs]
+    per_run: dict[str, list[float]] = {}
+    first: dict[str, tuple[float, str]] = {}  # kernel -> (when the first run started it, op type)
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        i = bisect.bisect_right(starts, e["ts"]) - 1
+        if i >= 0 and e["ts"] <= runs[i][1]:
+            per_run.setdefault(e["name"], [0.0] * len(runs))[i] += e["dur"] / 1e3
+            first.setdefault(e["name"], (e["ts"], e.get("args", {}).get("op_name", "")))
+    return [(first[k][1], per_run[k]) for k in sorted(per_run, key=lambda k: first[k][0])]
 
 
 def _fastest(sums_ms: list[float]) -> float:
