@@ -54,6 +54,9 @@ def profile_cmd(
                                              "(the median is kept): more passes average out the machine's drift.")] = 2,
     jobs: Annotated[int, typer.Option(help="Processes: jobs - 1 write single-op files on the other cores while "
                                            "one measures on its pinned core.")] = 1,
+    recalibrate: Annotated[bool, typer.Option(
+        "--recalibrate", help="With --resume: time the calibration networks again and refit (a minute or two), "
+                              "keeping the measured signatures.")] = False,
 ):
     """Build a per-layer latency lookup table for a model's whole search space.
 
@@ -77,7 +80,7 @@ def profile_cmd(
     with interrupted_hint(f"the entries measured so far are in {out}: run the same command with --resume"):
         table = build_table(supernet, backend, dev, out, resume=resume,
                             settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds),
-                            calibration_samples=calibration, jobs=jobs, passes=passes)
+                            calibration_samples=calibration, jobs=jobs, passes=passes, recalibrate=recalibrate)
     have, total = table.coverage(supernet)
     console.print(f"wrote {out}: {have}/{total} signatures measured")
 
@@ -96,12 +99,19 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
     console.print(f"{len(t.entries)} signatures; models: {', '.join(m['key'] for m in md['models'])}; latencies: "
                   + STATISTIC_TEXT[t.statistic])
     for key, cal in t.calibrations.items():
+        timed = f", each timed in {cal['settings']['rounds']} rounds" if "settings" in cal else ""
         console.print(f"calibration {key}: measured = {cal['slope']:.3f} x sum + {cal['intercept']:.3f} ms "
-                      f"(r2 {cal['r2']:.3f}, {cal['samples']} networks)")
+                      f"(r2 {cal['r2']:.3f}, {cal['samples']} networks{timed})")
         if "coef" in cal:
-            terms = " + ".join(f"{c:.3f} x {g}" for g, c in cal["coef"].items())
-            console.print(f"  per op group: measured = {terms} + {cal['coef_intercept']:.3f} ms "
-                          f"(r2 {cal['coef_r2']:.3f}); predictions use this fit")
+            by_coef: dict[float, list[str]] = {}  # terms that share one weight (sum+weights) print once
+            for g, c in cal["coef"].items():
+                by_coef.setdefault(c, []).append(g)
+            terms = " + ".join(f"{c:.3f} x " + ("+".join(gs) if len(gs) == 1 else f"({'+'.join(gs)})")
+                               for c, gs in by_coef.items())
+            loo = (f", leave-one-out MAPE {cal['coef_loo_mape']:.2f}% against {cal['loo_mape']:.2f}% for the one slope"
+                   if "coef_loo_mape" in cal and "loo_mape" in cal else "")
+            console.print(f"  {cal.get('fit', 'per op group')} fit: measured = {terms} + {cal['coef_intercept']:.3f} ms "
+                          f"(r2 {cal['coef_r2']:.3f}{loo}); predictions use this fit")
 
 
 @lut_app.command("list")
@@ -145,6 +155,10 @@ def lut_validate(
     input_size: Annotated[Optional[int], typer.Option(help="Input resolution.")] = None,
     width_mult: Annotated[Optional[float], typer.Option(help="Base width multiplier.")] = None,
     samples: Annotated[int, typer.Option(help="Random sub-networks to measure end to end.")] = 100,
+    rounds: Annotated[Optional[int], typer.Option(
+        help="Timing rounds per network (default: as the table's calibration networks were timed). More "
+             "rounds lower the measurement's own noise, which bounds how well any table can score; fewer are "
+             "quicker, but the fastest of fewer runs is slower, which reads as drift.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Scatter plot PNG (default: next to the table).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use a table of another device/runtime.")] = False,
@@ -159,12 +173,14 @@ def lut_validate(
     timed runs for tables built now, the 10th percentile or the median for older ones).
     """
     from .lookup_tables import LatencyTable
-    from .lookup_tables.build import validate_table
+    from .lookup_tables.build import network_timing, validate_table
     from .profilers import MeasureSettings, get_backend
     from .profilers.devices import get_device
 
     if samples < 2:
         raise UserError("--samples must be at least 2")
+    if rounds is not None and rounds < 1:
+        raise UserError("--rounds must be at least 1")
     table = LatencyTable.load(lut)
     dev_name, runtime = table.metadata["device"]["name"], table.metadata["runtime"]
     if table.metadata["device"].get("kind", "host") != "host":
@@ -180,9 +196,11 @@ def lut_validate(
     hint = f"autoslim-hw profile --checkpoint {checkpoint}" if checkpoint else \
         f"autoslim-hw profile --model {supernet.spec.arch} --input-size {supernet.spec.input_size}"
     check_table_model(table, supernet, lut, hint, allow_mismatch)
-    s = table.metadata["settings"]
-    result = validate_table(table, supernet, get_backend(runtime), get_device(dev_name), samples,
-                            MeasureSettings(s["warmup"], s["runs"], s["rounds"]), progress=not as_json)
+    timing = network_timing(table, supernet)
+    if rounds is not None:
+        timing = MeasureSettings(timing.warmup, timing.runs, rounds)
+    result = validate_table(table, supernet, get_backend(runtime), get_device(dev_name), samples, timing,
+                            progress=not as_json)
     plot = plot or lut.with_suffix(".validate.png")
     from .plots import validation_scatter
 

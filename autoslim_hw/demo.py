@@ -74,10 +74,11 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
                          search_size=settings.search_size, limit=settings.limit)
     calib = make_loader(splits.train_eval, 64, shuffle=True, seed=0)
     val = make_loader(splits.val, 256, shuffle=False)
-    measure = MeasureSettings(warmup=5, runs=20, rounds=3)
-
     console.rule("2/5 latency lookup table (this host, one core, ONNX Runtime)")
     table, lut_path = _lookup_table(supernet, out, quick, console)
+    from .lookup_tables.build import network_timing
+
+    measure = network_timing(table, supernet)  # networks timed as the table's calibration networks were
     console.rule("3/5 validate the table on random sub-networks")
     validation = _validate(table, supernet, out, lut_path, 6 if quick else 12, measure)
     console.print(f"MAPE {validation['mape']:.1f}%, within 10%: {validation['within_10pct']:.0%}, "
@@ -126,12 +127,12 @@ def _spot_check(table, supernet) -> float:
     """Largest relative error of the table on a mid-width and the largest config, measured here."""
     import tempfile
 
-    from .lookup_tables.build import measure_networks
+    from .lookup_tables.build import measure_networks, network_timing
 
     configs = [supernet.space.uniform(0.75, snap=True), supernet.space.largest()]
     with tempfile.TemporaryDirectory() as tmp, pinned_to_core(measurement_core()):
         measured = measure_networks(supernet, configs, get_backend(RUNTIME), Path(tmp),
-                                    MeasureSettings(warmup=5, runs=20, rounds=3), 1, statistic=table.statistic)
+                                    network_timing(table, supernet), 1, statistic=table.statistic)
     return max(abs(table.predict(supernet, cfg, memory=False).latency_ms - m) / m for cfg, m in zip(configs, measured))
 
 
@@ -250,6 +251,8 @@ def _print_rows(rows: list[DemoRow], console: Console) -> None:
 
 def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, result: dict, validation: dict,
                   lut_path: Path, factor: float | None, statistic: str) -> None:
+    from .lookup_tables.build import ANCHORS
+
     backend = get_backend(RUNTIME)
     lines = [
         f"# autoslim-hw demo: {settings.model} on {settings.data}", "",
@@ -258,7 +261,7 @@ def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, resul
         f"process pinned to one core; predictions from `{lut_path}`.", "",
         "## Searched configs against uniform width at the same predicted budget", "",
         "Accuracy: top-1 on the validation split after BN recalibration (supernet weights, not retrained). "
-        f"Latency: all configs timed in interleaved rounds ({STATISTIC_TEXT[statistic]}, as the table measures), together with four of the "
+        f"Latency: all configs timed in interleaved rounds ({STATISTIC_TEXT[statistic]}, as the table measures), together with {ANCHORS} of the "
         "table's calibration networks: " + (f"those ran {factor:.2f}x their time at the table's build, and "
         "*at build speed* divides by that (the table's own error, without the machine's drift)."
         if factor else "(the table kept none)."), "",

@@ -18,7 +18,7 @@ import platform
 import time
 from pathlib import Path
 
-from autoslim_hw.lookup_tables.build import build_table, validate_table
+from autoslim_hw.lookup_tables.build import build_table, network_timing, validate_table
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import MeasureSettings, get_backend
 from autoslim_hw.profilers.devices import cpu_model, get_device
@@ -36,10 +36,15 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--calibration", type=int, default=24)
     p.add_argument("--passes", type=int, default=3, help="Measurements of each signature, in separate random-order passes.")
-    p.add_argument("--rounds", type=int, default=3, help="Rounds per measurement (networks: twice as many, interleaved).")
+    p.add_argument("--rounds", type=int, default=3, help="Rounds per op measurement.")
+    p.add_argument("--validate-rounds", type=int, default=None,
+                   help="Rounds per validation network (default: as the table's calibration networks were timed, "
+                        "see lookup_tables.build.network_timing; networks get twice as many rounds of half the runs).")
     p.add_argument("--repeat", action="store_true",
                    help="Measure the validation networks a second time: how well two measurements of the same "
                         "networks agree is the ceiling for any predictor on this machine.")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="Keep the table's entries but time its calibration networks again and refit.")
     p.add_argument("--report", type=Path, default=None, help="Also write the summary and all pairs here (JSON).")
     args = p.parse_args()
 
@@ -50,10 +55,13 @@ def main() -> None:
     settings = MeasureSettings(warmup=5, runs=20, rounds=args.rounds)
     t0 = time.perf_counter()
     table = build_table(net, backend, device, args.out, resume=args.out.exists(), settings=settings,
-                        calibration_samples=args.calibration, passes=args.passes)
+                        calibration_samples=args.calibration, passes=args.passes, recalibrate=args.recalibrate)
     build_s = time.perf_counter() - t0
+    timing = network_timing(table, net)
+    if args.validate_rounds is not None:
+        timing = MeasureSettings(timing.warmup, timing.runs, args.validate_rounds)
     t0 = time.perf_counter()
-    result = validate_table(table, net, backend, device, args.samples, settings)
+    result = validate_table(table, net, backend, device, args.samples, timing)
     validate_s = time.perf_counter() - t0
     summary = {k: v for k, v in result.items() if k not in ("predicted_ms", "measured_ms")}
     if args.repeat:
@@ -61,14 +69,14 @@ def main() -> None:
 
         from autoslim_hw.lookup_tables.table import fidelity
 
-        again = validate_table(table, net, backend, device, args.samples, settings, seed=7)
+        again = validate_table(table, net, backend, device, args.samples, timing, seed=7)
         first, second = np.array(result["measured_ms"]), np.array(again["measured_ms"])
         # the second measurement as a "prediction" of the first, scaled to the same mean
         summary["repeat"] = fidelity(second * first.mean() / second.mean(), first)
         summary["repeat_second_run"] = {k: v for k, v in again.items() if k not in ("predicted_ms", "measured_ms")}
     summary.update(model=args.model, input_size=args.input_size, runtime=args.runtime,
                    runtime_version=backend.version(), entries=len(table.entries),
-                   build_s=round(build_s, 1), validate_s=round(validate_s, 1),
+                   build_s=round(build_s, 1), validate_s=round(validate_s, 1), validate_rounds=timing.rounds,
                    calibration=table.calibrations, cpu=cpu_model(), machine=platform.machine(),
                    cores=os.cpu_count(), load=os.getloadavg())
     if args.report is not None:

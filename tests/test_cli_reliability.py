@@ -117,6 +117,7 @@ CASES = {
                            ["--jobs"]),
     "profile: unknown runtime": (["profile", "--runtime", "tensorrt"], ["tensorrt", "onnxruntime"]),
     "lut validate: one sample": (["lut", "validate", "lut.json", "--samples", "1"], ["--samples"]),
+    "lut validate: zero rounds": (["lut", "validate", "lut.json", "--rounds", "0"], ["--rounds"]),
     "export: unknown format": (["export", "--checkpoint", "run/supernet.pt", "--config", "config.json", "--format",
                                 "pdf"], ["pdf"]),
     "export: target out of range": (["export", "--checkpoint", "run/supernet.pt", "--config", "config.json",

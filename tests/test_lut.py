@@ -150,6 +150,38 @@ def test_build_resume_and_validate_with_onnxruntime(tmp_path):
     assert 0 <= result["within_5pct"] <= result["within_10pct"] <= 1
 
 
+def test_recalibrate_measures_the_networks_again_and_validation_times_networks_alike(tmp_path):
+    from autoslim_hw.lookup_tables.build import network_timing
+    from autoslim_hw.lookup_tables.table import model_key
+
+    net = tiny_supernet()
+    backend, device = get_backend("onnxruntime"), get_device("cpu-1core")
+    settings = MeasureSettings(warmup=1, runs=3, rounds=1, min_round_s=0)
+    out = tmp_path / "lut.json"
+    table = build_table(net, backend, device, out, settings=settings, calibration_samples=0, progress=False)
+    # a table that never recorded how its networks were timed: they are timed in its own settings
+    assert network_timing(table, net) == MeasureSettings(1, 3, 1)
+    planted = {"slope": 1.0, "intercept": 0.0, "r2": 1.0, "samples": 2, "planted": True,
+               "settings": {"warmup": 4, "runs": 6, "rounds": 9},
+               "networks": [{"config": dict(net.space.smallest()), "measured_ms": 123.0}]}
+    table.calibrations[model_key(net)] = planted
+    assert network_timing(table, net) == MeasureSettings(4, 6, 9)
+    table.save(out)
+    kept = build_table(net, backend, device, out, resume=True, settings=settings, calibration_samples=4,
+                       progress=False)
+    assert kept.calibrations[model_key(net)] == planted  # resuming keeps a calibration
+    again = build_table(net, backend, device, out, resume=True, settings=settings, calibration_samples=4,
+                        progress=False, recalibrate=True)
+    cal = again.calibrations.get(model_key(net))
+    if cal is None:  # microsecond networks may give no increasing fit: then it says so
+        assert "calibration_skipped" in again.metadata
+    else:
+        assert "planted" not in cal and len(cal["networks"]) == 4
+        assert all(0 < n["measured_ms"] < 123.0 for n in cal["networks"])
+        assert network_timing(again, net).rounds == cal["settings"]["rounds"] >= settings.rounds
+    assert LatencyTable.load(out).calibrations.get(model_key(net)) == cal  # and it was written
+
+
 def test_cli_lut_errors(tmp_path):
     assert_user_error(run_cli("profile", "--device", "pixel-9"), "unknown device 'pixel-9'", "cpu-1core")
     assert_user_error(run_cli("lut", "info", tmp_path / "none.json"), "does not exist", "autoslim-hw profile")

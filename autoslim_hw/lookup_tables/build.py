@@ -112,7 +112,7 @@ def _converted_ops(backend: Backend, todo: list[Signature], workdir: Path, jobs:
 def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: Path, resume: bool = False,
                 settings: MeasureSettings = MeasureSettings(), calibration_samples: int = 24,
                 save_every: int = 25, progress: bool = True, jobs: int = 1, passes: int = 1,
-                seed: int = 0) -> LatencyTable:
+                seed: int = 0, recalibrate: bool = False) -> LatencyTable:
     """Measure every signature `passes` times (each pass in its own random order; an entry is
     the median of its passes), then calibrate against whole sub-networks.
 
@@ -121,7 +121,9 @@ def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: P
     same way; in random order each entry's drift is its own, and a network's sum of some fifty
     entries averages it out. Passes at different times average it further.
     jobs > 1: write the single-op files in jobs - 1 processes on the other cores while this
-    one measures on its pinned core (faster builds; the writers share memory bandwidth)."""
+    one measures on its pinned core (faster builds; the writers share memory bandwidth).
+    recalibrate: measure the calibration networks again and refit, even when the table has a
+    calibration for this model (one from another session, or from an older version's timing)."""
     out = Path(out)
     if out.exists() and not resume:
         raise UserError(f"{out} exists; pass --resume to complete it or choose another --out")
@@ -169,10 +171,13 @@ def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: P
                 table.save(out)
         table.order_entries([s.key for s in signatures])
         table.save(out)
+        if recalibrate:
+            table.calibrations.pop(key, None)
         if key not in table.calibrations and calibration_samples > 0:
             try:
+                nets = bar.add_task("networks", total=max(calibration_samples, 2), op="calibration networks")
                 table.calibrations[key] = calibrate(table, supernet, backend, device, calibration_samples,
-                                                    Path(tmp), settings)
+                                                    Path(tmp), settings, progress=lambda k: bar.advance(nets, k))
                 table.metadata.pop("calibration_skipped", None)
             except CalibrationSkipped as exc:
                 table.metadata["calibration_skipped"] = f"{key}: {exc}"
@@ -231,21 +236,52 @@ def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
     return configs[:n]
 
 
+# Rounds (at least) in which calibration networks are timed. The calibration fits a few weights to
+# a few dozen networks, so their measurement noise goes into every prediction the table makes: in
+# a noisy spell 48 MobileNetV2-224 networks timed in 3 rounds fit each other to 2.72% (leave one
+# out, LiteRT), in 12 rounds to 1.37%; in quiet spells it matters little (benchmarks/RESULTS.md,
+# calibration_fit.py). About a minute more at 224.
+CALIBRATION_ROUNDS = 12
+
+
+def calibration_settings(settings: MeasureSettings) -> MeasureSettings:
+    return MeasureSettings(settings.warmup, settings.runs, max(settings.rounds, CALIBRATION_ROUNDS),
+                           settings.min_round_s)
+
+
 def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,
-              workdir: Path, settings: MeasureSettings) -> dict:
+              workdir: Path, settings: MeasureSettings, progress=None) -> dict:
     """Fit measured whole-network latency against the layer sums on `samples` sub-networks
-    (CalibrationSkipped when no usable fit). The networks and their latencies are kept:
-    `validate_table` measures a few of them again as anchors, to tell the table's error from
-    the machine's drift since the build."""
+    (CalibrationSkipped when no usable fit), timed in `calibration_settings(settings)`. The
+    networks, their latencies and the rounds are kept: `validate_table` times networks the same
+    way and measures a few of these again as anchors, to tell the table's error from the
+    machine's drift since the build. `progress(k)`: k more networks measured."""
     configs = sample_configs(supernet, max(samples, 2), seed=12345)
-    measured = measure_networks(supernet, configs, backend, workdir, settings, device.threads,
-                                statistic=table.statistic)
+    timing = calibration_settings(settings)
+    measured = measure_networks(supernet, configs, backend, workdir, timing, device.threads,
+                                statistic=table.statistic, progress=progress)
     fit = fit_calibration([table.features(supernet, cfg) for cfg in configs], measured)
+    fit["settings"] = {"warmup": timing.warmup, "runs": timing.runs, "rounds": timing.rounds}
     fit["networks"] = [{"config": dict(cfg), "measured_ms": m} for cfg, m in zip(configs, measured)]
     return fit
 
 
-def _anchors(table: LatencyTable, supernet: Supernet, n: int = 4) -> list[tuple[ChannelConfig, float]]:
+def network_timing(table: LatencyTable, supernet: Supernet) -> MeasureSettings:
+    """How to time networks to compare them with the table: as its calibration networks were
+    (the fastest of more runs is faster, so anchors timed otherwise would read as drift), or,
+    for tables that did not record it, in the table's own settings."""
+    cal = table.calibrations.get(model_key(supernet), {})
+    s = cal.get("settings") or table.metadata["settings"]
+    return MeasureSettings(s["warmup"], s["runs"], s["rounds"])
+
+
+# Calibration networks timed again beside the networks being compared. Their median slowdown is the
+# drift: each is off by its own noise (about 1% now and then at 224), so more of them average it
+# out; 8 add 8% to a 100-network validation.
+ANCHORS = 8
+
+
+def _anchors(table: LatencyTable, supernet: Supernet, n: int = ANCHORS) -> list[tuple[ChannelConfig, float]]:
     """n calibration networks spread over their latency range, with the latency measured at build."""
     nets = sorted(table.calibrations.get(model_key(supernet), {}).get("networks", []), key=lambda x: x["measured_ms"])
     picks = nets if len(nets) < n else [nets[round((k + 0.5) * len(nets) / n - 0.5)] for k in range(n)]
@@ -269,9 +305,10 @@ def measure_with_anchors(table: LatencyTable, supernet: Supernet, configs: list,
 
 
 def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,
-                   settings: MeasureSettings = MeasureSettings(), seed: int = 7, progress: bool = True,
+                   settings: MeasureSettings | None = None, seed: int = 7, progress: bool = True,
                    chunk: int = 25) -> dict:
-    """Measure random sub-networks end to end and compare with the table's predictions.
+    """Measure random sub-networks end to end and compare with the table's predictions
+    (timed in `settings`, by default as the calibration networks were: `network_timing`).
 
     The networks and a few of the table's calibration networks (anchors) are timed together
     with `measure_with_anchors` (`chunk` loaded at once, chunks bridged): the anchors' slowdown
@@ -281,6 +318,7 @@ def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, de
     import numpy as np
     from rich.progress import Progress
 
+    settings = settings or network_timing(table, supernet)
     core = measurement_core() if device.pin_core else None
     rng = random.Random(seed)
     configs = [supernet.space.sample(rng) for _ in range(samples)]
@@ -298,4 +336,4 @@ def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, de
     return out
 
 
-__all__ = ["build_table", "validate_table", "measure_with_anchors", "single_op_model", "calibrate"]
+__all__ = ["build_table", "validate_table", "measure_with_anchors", "network_timing", "single_op_model", "calibrate"]
