@@ -174,7 +174,7 @@ def lut_validate(
     """
     from .lookup_tables import LatencyTable
     from .lookup_tables.build import network_timing, validate_table
-    from .profilers import MeasureSettings, get_backend
+    from .profilers import get_backend
     from .profilers.devices import get_device
 
     if samples < 2:
@@ -196,11 +196,8 @@ def lut_validate(
     hint = f"autoslim-hw profile --checkpoint {checkpoint}" if checkpoint else \
         f"autoslim-hw profile --model {supernet.spec.arch} --input-size {supernet.spec.input_size}"
     check_table_model(table, supernet, lut, hint, allow_mismatch)
-    timing = network_timing(table, supernet)
-    if rounds is not None:
-        timing = MeasureSettings(timing.warmup, timing.runs, rounds)
-    result = validate_table(table, supernet, get_backend(runtime), get_device(dev_name), samples, timing,
-                            progress=not as_json)
+    result = validate_table(table, supernet, get_backend(runtime), get_device(dev_name), samples,
+                            network_timing(table, supernet, rounds), progress=not as_json)
     plot = plot or lut.with_suffix(".validate.png")
     from .plots import validation_scatter
 

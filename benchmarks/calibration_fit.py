@@ -27,7 +27,7 @@ import numpy as np
 from autoslim_hw.lookup_tables.build import measure_networks, sample_configs
 from autoslim_hw.lookup_tables.discover import find_table
 from autoslim_hw.lookup_tables.table import (_MODELS, OP_GROUPS, LatencyTable, _loo_mape, apply_calibration,
-                                             fidelity, fit_calibration)
+                                             design_matrix, fidelity, fit_calibration)
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import MeasureSettings, get_backend, pinned_to_core
 from autoslim_hw.profilers.devices import cpu_id, cpu_model, measurement_core
@@ -38,7 +38,7 @@ def _fits(features: list[dict], measured: list[float]) -> dict[str, tuple[float,
     y = np.array(measured)
     out = {}
     for name, terms in {"one slope": [OP_GROUPS], **_MODELS}.items():
-        x = np.array([[sum(f[t] for t in g) for g in terms] + [1.0] for f in features])
+        x = design_matrix(features, terms)
         coef, *_ = np.linalg.lstsq(x, y, rcond=None)
         cal = {"coef": {t: float(c) for g, c in zip(terms, coef) for t in g}, "coef_intercept": float(coef[-1])}
         out[name] = (_loo_mape(x, y), cal)

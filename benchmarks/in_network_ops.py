@@ -15,8 +15,6 @@ mobilenet_v2-224-cpu-1core-onnxruntime-amd-epyc-f25m17.json.gz --networks 20
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import random
 import tempfile
@@ -30,20 +28,14 @@ from autoslim_hw.lookup_tables import LatencyTable, config_signatures, deployed_
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import get_backend, pinned_to_core
 from autoslim_hw.profilers.devices import cpu_id, cpu_model, measurement_core
-from autoslim_hw.profilers.onnxruntime_backend import _random_feed, kernel_times_by_run
+from autoslim_hw.profilers.onnxruntime_backend import kernel_times_by_run
 
 _NOT_OPS = ("Reorder", "Flatten", "Reshape", "Transpose")  # layout glue, in no table entry
 
 
 def kernel_times(backend, path: str, runs: int, warmup: int = 10) -> list[tuple[str, float]]:
     """(ONNX op type, fastest time in ms over `runs` profiled runs) per compute kernel, in order."""
-    with tempfile.TemporaryDirectory() as tmp:
-        sess = backend.session(path, 1, profile=True, profile_prefix=os.path.join(tmp, "ort"))
-        feed = _random_feed(sess)
-        for _ in range(warmup + runs):
-            sess.run(None, feed)
-        with open(sess.end_profiling()) as f:
-            events = json.load(f)
+    events = backend.profile_events(path, warmup + runs)
     return [(op_type, min(ms)) for op_type, ms in kernel_times_by_run(events, warmup) if not op_type.startswith(_NOT_OPS)]
 
 

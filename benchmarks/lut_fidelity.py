@@ -57,9 +57,7 @@ def main() -> None:
     table = build_table(net, backend, device, args.out, resume=args.out.exists(), settings=settings,
                         calibration_samples=args.calibration, passes=args.passes, recalibrate=args.recalibrate)
     build_s = time.perf_counter() - t0
-    timing = network_timing(table, net)
-    if args.validate_rounds is not None:
-        timing = MeasureSettings(timing.warmup, timing.runs, args.validate_rounds)
+    timing = network_timing(table, net, args.validate_rounds)
     t0 = time.perf_counter()
     result = validate_table(table, net, backend, device, args.samples, timing)
     validate_s = time.perf_counter() - t0

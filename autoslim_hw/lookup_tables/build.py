@@ -266,13 +266,14 @@ def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device:
     return fit
 
 
-def network_timing(table: LatencyTable, supernet: Supernet) -> MeasureSettings:
+def network_timing(table: LatencyTable, supernet: Supernet, rounds: int | None = None) -> MeasureSettings:
     """How to time networks to compare them with the table: as its calibration networks were
     (the fastest of more runs is faster, so anchors timed otherwise would read as drift), or,
-    for tables that did not record it, in the table's own settings."""
+    for tables that did not record it, in the table's own settings; `rounds`, when given,
+    replaces their rounds."""
     cal = table.calibrations.get(model_key(supernet), {})
     s = cal.get("settings") or table.metadata["settings"]
-    return MeasureSettings(s["warmup"], s["runs"], s["rounds"])
+    return MeasureSettings(s["warmup"], s["runs"], s["rounds"] if rounds is None else rounds)
 
 
 # Calibration networks timed again beside the networks being compared. Their median slowdown is the

@@ -311,7 +311,7 @@ def fit_calibration(features: list[dict[str, float]], measured: list[float]) -> 
     for name, terms in _MODELS.items():
         if len(measured) < 3 * (len(terms) + 1) or any(t not in features[0] for group in terms for t in group):
             continue
-        x = np.array([[sum(f[t] for t in group) for group in terms] + [1.0] for f in features])
+        x = design_matrix(features, terms)
         if np.linalg.matrix_rank(x) < x.shape[1]:
             continue
         coef, *_ = np.linalg.lstsq(x, y, rcond=None)
@@ -328,6 +328,13 @@ def fit_calibration(features: list[dict[str, float]], measured: list[float]) -> 
                    coef_intercept=float(coef[-1]), coef_loo_mape=loo,
                    coef_r2=float(1 - (resid ** 2).sum() / ((y - y.mean()) ** 2).sum()))
     return out
+
+
+def design_matrix(features: list[dict[str, float]], terms: list[tuple[str, ...]]):
+    """One row per network: each term's features summed (they share one weight), then 1 (the intercept)."""
+    import numpy as np
+
+    return np.array([[sum(f[t] for t in group) for group in terms] + [1.0] for f in features])
 
 
 def _loo_mape(x, y) -> float:

@@ -45,6 +45,17 @@ class OnnxRuntimeBackend(Backend):
         feed = _random_feed(sess)
         return lambda: sess.run(None, feed)
 
+    def profile_events(self, path, runs: int, threads: int = 1) -> list[dict]:
+        """ONNX Runtime's profile (its JSON events) of `runs` runs of the model on a random input,
+        from a profiling session of its own (profiling slows the runs it times)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            sess = self.session(path, threads, profile=True, profile_prefix=os.path.join(tmp, "ort"))
+            feed = _random_feed(sess)
+            for _ in range(runs):
+                sess.run(None, feed)
+            with open(sess.end_profiling()) as f:
+                return json.load(f)
+
     def measure_op(self, path, settings: MeasureSettings = MeasureSettings(), threads: int = 1) -> Latency:
         """Kernel time of a single-op model from ONNX Runtime's profiler: per run, the sum of the
         durations of its compute nodes. A whole session run of a one-op model also pays the
@@ -53,13 +64,7 @@ class OnnxRuntimeBackend(Backend):
         64 times for MobileNetV2 (see benchmarks/RESULTS.md). Its median is the trimmed mean of the
         runs' sums and its fastest run is read between whole microseconds (see below); p10 and
         p90 are the sums' own."""
-        with tempfile.TemporaryDirectory() as tmp:
-            sess = self.session(path, threads, profile=True, profile_prefix=os.path.join(tmp, "ort"))
-            feed = _random_feed(sess)
-            for _ in range(settings.rounds * settings.runs + settings.warmup):
-                sess.run(None, feed)
-            with open(sess.end_profiling()) as f:
-                events = json.load(f)
+        events = self.profile_events(path, settings.rounds * settings.runs + settings.warmup, threads)
         # layout changes at the op's borders (Reorder*) are left out: inside a network they mostly vanish
         kernels = [ms for op_type, ms in kernel_times_by_run(events, settings.warmup) if not op_type.startswith("Reorder")]
         sums = [sum(per_run) for per_run in zip(*kernels)]
