@@ -237,10 +237,10 @@ def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
 
 
 # Rounds (at least) in which calibration networks are timed. The calibration fits a few weights to
-# a few dozen networks, so their measurement noise goes into every prediction the table makes: in
-# a noisy spell 48 MobileNetV2-224 networks timed in 3 rounds fit each other to 2.72% (leave one
-# out, LiteRT), in 12 rounds to 1.37%; in quiet spells it matters little (benchmarks/RESULTS.md,
-# calibration_fit.py). About a minute more at 224.
+# a few dozen networks, so their measurement noise goes into every prediction the table makes. The
+# shipped LiteRT MobileNetV2-224 table's networks, timed in 3 rounds in a noisy spell, fit each
+# other to 2.72% (leave one out); recalibrated in 12, to 1.37%. In quiet spells it matters little
+# (benchmarks/RESULTS.md, calibration_fit.py). About a minute more at 224.
 CALIBRATION_ROUNDS = 12
 
 

@@ -285,9 +285,9 @@ def fit_calibration(features: list[dict[str, float]], measured: list[float]) -> 
     them). Each is scored by how well it predicts networks left out of it (leave-one-out MAPE),
     and each weight beyond the one slope must earn its keep: a fit with k extra weights scores
     its MAPE / (1 - k * EXTRA_WEIGHT_COST); the lowest score wins, provided its weights are not
-    negative. Extra weights fit noise readily (a per-group fit chosen on 24 noisy networks made
-    a demo table worse), while the weights term, one extra weight, is what a network streaming
-    its weights from beyond the cache costs (benchmarks/RESULTS.md).
+    negative. Extra weights fit noise readily, so each pays; the weights term, one extra weight,
+    is what a network streaming its weights from beyond the cache costs (benchmarks/RESULTS.md,
+    benchmarks/calibration_fit.py).
     Raises CalibrationSkipped when no increasing line fits: a flat or falling one would rank
     sub-networks alike or backwards."""
     import numpy as np
