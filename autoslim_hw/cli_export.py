@@ -38,7 +38,7 @@ def export_cmd(
         "--format", help="onnx | tflite (NHWC input) | torch (TorchScript, runs with torch alone) | "
                          "checkpoint (an autoslim-hw subnet checkpoint, for `autoslim-hw eval`).")] = "onnx",
     out: Annotated[Optional[Path], typer.Option(
-        help="Output file (default: subnet[-targetN].<ext> next to the checkpoint); parent folders are created.")] = None,
+        help="Output file (default: subnet[-targetN].onnx, .tflite, .pt or -ckpt.pt next to the checkpoint); parent folders are created.")] = None,
     measure: Annotated[bool, typer.Option(
         "--measure/--no-measure", help="Time the file on one pinned core and compare with the lookup table.")] = True,
     lut: Annotated[Optional[Path], typer.Option(

@@ -104,7 +104,9 @@ def search_cmd(
 
       autoslim-hw search --checkpoint runs/x/supernet.pt --flops 200M --flops 100M --out runs/x/search.json
 
-      torchrun --nproc_per_node 4 -m autoslim_hw search --latency-ms 20   (candidates split across ranks)
+    With the candidates split across 4 processes:
+
+      torchrun --nproc_per_node 4 -m autoslim_hw search --latency-ms 20
     """
     import torch
 

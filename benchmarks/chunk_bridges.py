@@ -1,4 +1,4 @@
-"""Networks timed in chunks: with bridges, without, and all in one chunk, side by side.
+r"""Networks timed in chunks: with bridges, without, and all in one chunk, side by side.
 
 `measure_interleaved` loads at most `chunk` networks at once. Chunks run minutes apart, and a
 VM's speed moves by more than the networks being compared differ, so the chunks' latencies do

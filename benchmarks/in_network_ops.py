@@ -1,4 +1,4 @@
-"""Where a lookup table's layer sum differs from the network: each op timed inside networks.
+r"""Where a lookup table's layer sum differs from the network: each op timed inside networks.
 
 A table times each op alone, in a loop. Inside a network the same op finds other data in the
 caches: its input was just written by the op before it, and its weights were evicted by the

@@ -1,4 +1,4 @@
-"""How well a lookup table predicts whole networks, and how long it takes to build.
+r"""How well a lookup table predicts whole networks, and how long it takes to build.
 
 Builds (or resumes) the table of one model on cpu-1core with one runtime, timing the build,
 then measures `--samples` random sub-networks end to end and compares them with the table's

@@ -1,4 +1,4 @@
-"""Does the searched config beat uniform width when both are trained from scratch?
+r"""Does the searched config beat uniform width when both are trained from scratch?
 
 The AutoSlim paper's claim (CIFAR-10 MobileNetV2: 6.8/7.0/8.0% error at 88/59/28M MACs
 against 8.1/8.6/10.4% for the default channel configs). For every met latency target of a
