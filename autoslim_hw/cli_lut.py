@@ -40,7 +40,7 @@ def _supernet(model: str, input_size: Optional[int], width_mult: Optional[float]
 
 def profile_cmd(
     device: Annotated[str, typer.Option(help="Device spec (see `autoslim-hw devices`).")] = "cpu-1core",
-    runtime: Annotated[str, typer.Option(help="onnxruntime")] = "onnxruntime",
+    runtime: Annotated[str, typer.Option(help="onnxruntime | litert (XNNPACK).")] = "onnxruntime",
     model: Annotated[str, typer.Option(help="Built-in model whose search space to profile.")] = "mobilenet_v2_cifar",
     checkpoint: Annotated[Optional[Path], typer.Option(help="Profile the model of this checkpoint instead.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Input resolution (default: the model's).")] = None,
