@@ -38,6 +38,15 @@ def _supernet(model: str, input_size: Optional[int], width_mult: Optional[float]
     return create_model(model, input_size=input_size, **kwargs)
 
 
+def default_plot(lut: Path) -> Path:
+    """Where `lut validate` puts its scatter plot: next to the table, except for a table shipped
+    in the package, whose folder belongs to the install (and may be read-only): the current folder."""
+    name = lut.name.removesuffix(".gz").removesuffix(".json") + ".validate.png"
+    if lut.resolve().parent == SHIPPED.resolve():
+        return Path(name)
+    return lut.parent / name
+
+
 def profile_cmd(
     device: Annotated[str, typer.Option(help="Device spec (see `autoslim-hw devices`).")] = "cpu-1core",
     runtime: Annotated[str, typer.Option(help="onnxruntime | litert (XNNPACK).")] = "onnxruntime",
@@ -159,7 +168,8 @@ def lut_validate(
         help="Timing rounds per network (default: as the table's calibration networks were timed). More "
              "rounds lower the measurement's own noise, which bounds how well any table can score; fewer are "
              "quicker, but the fastest of fewer runs is slower, which reads as drift.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Scatter plot PNG (default: next to the table).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Scatter plot PNG (default: next to the table; for a table shipped in the package, in the current folder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use a table of another device/runtime.")] = False,
 ):
@@ -198,13 +208,13 @@ def lut_validate(
     check_table_model(table, supernet, lut, hint, allow_mismatch)
     result = validate_table(table, supernet, get_backend(runtime), get_device(dev_name), samples,
                             network_timing(table, supernet, rounds), progress=not as_json)
-    plot = plot or lut.with_suffix(".validate.png")
+    plot = plot or default_plot(lut)
     from .plots import validation_scatter
 
     validation_scatter(result, plot, f"{supernet.spec.arch} on {dev_name} ({runtime})")
     summary = {k: v for k, v in result.items() if k not in ("predicted_ms", "measured_ms")}
     if as_json:
-        print(json.dumps(summary))
+        print(json.dumps({**summary, "plot": str(plot)}))
         return
     console.print(f"MAPE {summary['mape']:.2f}%  max {summary['max_error']:.2f}%  within 5%: "
                   f"{summary['within_5pct']:.0%}  within 10%: {summary['within_10pct']:.0%}  "

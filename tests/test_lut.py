@@ -469,3 +469,14 @@ def test_fastest_kernel_time_is_read_between_whole_microseconds():
         sums_ms = [c / 1e3 for c in counts]
         assert min(counts) == int(true_us)
         assert _fastest(sums_ms) * 1e3 == pytest.approx(true_us, abs=0.1)
+
+
+def test_validate_plot_lands_beside_the_table_but_not_inside_the_package(tmp_path):
+    from pathlib import Path
+
+    from autoslim_hw.cli_lut import SHIPPED, default_plot
+
+    # a shipped table's folder belongs to the install: the plot goes to the current folder
+    assert default_plot(SHIPPED / "m-224-cpu-1core-onnxruntime.json.gz") == Path("m-224-cpu-1core-onnxruntime.validate.png")
+    assert default_plot(tmp_path / "t.json.gz") == tmp_path / "t.validate.png"
+    assert default_plot(tmp_path / "t.json") == tmp_path / "t.validate.png"
