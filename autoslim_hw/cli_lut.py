@@ -119,8 +119,10 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
                                for c, gs in by_coef.items())
             loo = (f", leave-one-out MAPE {cal['coef_loo_mape']:.2f}% against {cal['loo_mape']:.2f}% for the one slope"
                    if "coef_loo_mape" in cal and "loo_mape" in cal else "")
-            console.print(f"  {cal.get('fit', 'per op group')} fit: measured = {terms} + {cal['coef_intercept']:.3f} ms "
-                          f"(r2 {cal['coef_r2']:.3f}{loo}); predictions use this fit")
+            knee = (f", where weights_over_knee_mb = max(0, weights_mb - {cal['knee_mb']:.2f})"
+                    if "knee_mb" in cal else "")
+            console.print(f"  {cal.get('fit', 'per op group')} fit: measured = {terms} + {cal['coef_intercept']:.3f} ms"
+                          f"{knee} (r2 {cal['coef_r2']:.3f}{loo}); predictions use this fit")
 
 
 @lut_app.command("list")

@@ -52,6 +52,23 @@ def test_predict_is_the_sum_of_the_configs_entries():
     assert pred.latency_ms == pytest.approx(expected) and not pred.interpolated and not pred.calibrated
 
 
+def test_predict_charges_the_weights_beyond_a_knee():
+    from autoslim_hw.lookup_tables.table import model_key, weights_mb
+
+    net = tiny_supernet()
+    table = _synthetic_table(net, lambda s: 1.0)
+    small, large = net.space.smallest(), net.space.largest()
+    knee = (weights_mb(net, small) + weights_mb(net, large)) / 2  # between the two
+    table.calibrations[model_key(net)] = {
+        "slope": 1.0, "intercept": 0.0, "r2": 1.0, "samples": 24, "knee_mb": knee,
+        "coef": {"conv": 0.5, "dwconv": 0.5, "other": 0.5, "weights_over_knee_mb": 1000.0}, "coef_intercept": 0.01}
+    for cfg in (small, large):
+        layers = len(config_signatures(net, cfg))  # 1 ms each
+        want = 0.5 * layers + 1000.0 * max(0.0, weights_mb(net, cfg) - knee) + 0.01
+        assert table.predict(net, cfg, memory=False).latency_ms == pytest.approx(want)
+    assert table.predict(net, large).latency_ms > 0.5 * len(config_signatures(net, large)) + 0.01  # charged
+
+
 def test_missing_signature_is_interpolated_and_flagged():
     net = tiny_supernet()
     table = _synthetic_table(net, lambda s: 0.1 + 0.001 * s.cin * s.cout)
@@ -313,6 +330,31 @@ def test_calibration_fit_recovers_a_line_and_refuses_unusable_ones():
         fit_calibration([one[0]] * 3, [1.0, 2.0, 3.0])
     with pytest.raises(CalibrationSkipped, match="1 calibration network"):
         fit_calibration(one[:1], [1.0])
+
+
+def test_calibration_finds_the_knee_where_weights_start_to_cost():
+    """Networks that cost their layer sum plus 0.05 ms per MB of weights beyond 1 MB (a cache that
+    holds 1 MB of them): the knee fit is chosen and finds the knee; a straight weights term cannot
+    bend there. Without a knee in the data, no knee is chosen."""
+    import random
+
+    from autoslim_hw.lookup_tables.table import apply_calibration, fit_calibration
+
+    rng = random.Random(1)
+    nets = [{"conv": rng.uniform(0.05, 0.15), "dwconv": rng.uniform(0.01, 0.04), "other": 0.01,
+             "weights_mb": rng.uniform(0.1, 3.5)} for _ in range(24)]
+
+    def truth(f):
+        return 0.8 * (f["conv"] + f["dwconv"] + f["other"]) + 0.05 * max(0.0, f["weights_mb"] - 1.0) + 0.01
+
+    noisy = [truth(f) * (1 + rng.gauss(0, 0.005)) for f in nets]
+    cal = fit_calibration(nets, noisy)
+    assert cal["fit"] == "sum+weights beyond a knee"
+    assert 1.0 / 2 ** 0.25 <= cal["knee_mb"] <= 1.0 * 2 ** 0.25  # within one step of the grid
+    for f in ({"conv": 0.1, "dwconv": 0.02, "other": 0.01, "weights_mb": w} for w in (0.3, 1.0, 2.0, 3.0)):
+        assert apply_calibration(cal, f) == pytest.approx(truth(f), rel=0.03)
+    linear = [0.8 * (f["conv"] + f["dwconv"] + f["other"]) + 0.01 for f in nets]
+    assert "knee_mb" not in fit_calibration(nets, [m * (1 + rng.gauss(0, 0.005)) for m in linear])
 
 
 class _Recorder:
