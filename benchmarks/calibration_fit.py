@@ -29,7 +29,7 @@ import numpy as np
 from autoslim_hw.lookup_tables.build import measure_networks, sample_configs
 from autoslim_hw.lookup_tables.discover import find_table
 from autoslim_hw.cli_lut import _table_model
-from autoslim_hw.lookup_tables.table import (_MODELS, OP_GROUPS, OVER_KNEE, LatencyTable, _knee_fit, _loo_mape,
+from autoslim_hw.lookup_tables.table import (_MODELS, KNEE_TERMS, OP_GROUPS, LatencyTable, _knee_fit, _loo_mape,
                                              apply_calibration, design_matrix, fidelity, fit_calibration)
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import MeasureSettings, get_backend, pinned_to_core
@@ -48,8 +48,8 @@ def _fits(features: list[dict], measured: list[float]) -> dict[str, tuple[float,
     knee = _knee_fit(features, y)
     if knee is not None:
         loo, k, coef, _ = knee
-        cal = {"knee_mb": k, "coef": {**{g: float(coef[0]) for g in OP_GROUPS}, OVER_KNEE: float(coef[1])},
-               "coef_intercept": float(coef[2])}
+        cal = {"knee_mb": k, "coef": {t: float(c) for g, c in zip(KNEE_TERMS, coef) for t in g},
+               "coef_intercept": float(coef[-1])}
         out[f"sum+weights beyond {k:.2f} MB"] = (loo, cal)
     chosen = fit_calibration(features, measured)
     out[f"selected ({chosen.get('fit', 'one slope')})"] = (chosen.get("coef_loo_mape", chosen.get("loo_mape")), chosen)
