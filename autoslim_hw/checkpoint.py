@@ -47,17 +47,19 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 def model_from_checkpoint(data: dict) -> tuple[Supernet, ChannelConfig | None, nn.Module]:
     """(supernet, config, runnable model). For a supernet checkpoint the runnable model is the
     supernet; for a retrained subnet it is the materialized plain network with its weights."""
-    from .export import materialize
     from .models import build_from_spec
+    from .nn.materialize import materialize
 
     spec = ModelSpec.from_dict(data["spec"])
     supernet = build_from_spec(spec)
     config = None
     if data.get("config") is not None:
         config = ChannelConfig.from_dict(data["config"], supernet.space, strict=False)
-    if data.get("kind") == "subnet":
-        model = materialize(supernet, config)
+    model = materialize(supernet, config) if data.get("kind") == "subnet" else supernet
+    try:
         model.load_state_dict(data["model"])
-        return supernet, config, model
-    supernet.load_state_dict(data["model"])
-    return supernet, config, supernet
+    except (RuntimeError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"the checkpoint's weights do not fit its model ({first[:160]}); it is damaged "
+                              "or was edited: train it again") from None
+    return supernet, config, model

@@ -112,26 +112,50 @@ def _node_elements(supernet: Supernet, widths: dict[str, int], input_size) -> di
     return out
 
 
+def peak_live(steps: list[tuple[list[str], list[tuple[str, int, str | None]]]],
+              initial: dict[str, int] | None = None, keep: set[str] = frozenset()) -> tuple[int, list[int]]:
+    """Peak of live tensor sizes in a graph run in the order of `steps`, and the live size while
+    each step runs. A step is (input names, outputs), each output (name, size, alias): an output
+    with an alias shares that tensor's storage (a view, or an op fused into its producer) and
+    allocates nothing. A tensor lives from the step that writes it (`initial` ones: from the
+    start) to its last reader; those in `keep` (graph outputs) to the end. Names that are neither
+    initial nor written by a step (weights) are ignored. The one liveness model of the package:
+    `count` applies it to a supernet's graph, `profilers.memory` to ONNX Runtime's."""
+    initial = dict(initial or {})
+    storage = {name: name for name in initial}
+    size = dict(initial)
+    for _, outputs in steps:
+        for name, nbytes, alias in outputs:
+            if alias is not None and alias in storage:
+                storage[name] = storage[alias]
+            else:
+                storage[name], size[name] = name, nbytes
+    last = {s: -1 for s in size}
+    for i, (inputs, outputs) in enumerate(steps):
+        for name in [*inputs, *(o[0] for o in outputs)]:
+            if name in storage:
+                last[storage[name]] = max(last[storage[name]], i)
+    for name in keep:
+        if name in storage:
+            last[storage[name]] = len(steps)
+    ends: dict[int, int] = {}
+    for name, i in last.items():
+        ends[i] = ends.get(i, 0) + size[name]
+    live = sum(initial.values())
+    peak, per_step = live, []
+    for i, (_, outputs) in enumerate(steps):
+        live += sum(size[name] for name, _, _ in outputs if storage[name] == name)
+        peak = max(peak, live)
+        per_step.append(live)
+        live -= ends.get(i, 0)
+    return peak, per_step
+
+
 def _peak_live(supernet: Supernet, elements: dict[str, int]) -> int:
     nodes = supernet.nodes
-    storage: dict[str, str] = {}
-    for node in nodes:  # views and fused ops share their input's storage
-        storage[node.name] = node.name if node.allocates or not node.inputs else storage[node.inputs[0]]
-    last_use: dict[str, int] = {}
-    for i, node in enumerate(nodes):
-        last_use[storage[node.name]] = max(last_use.get(storage[node.name], i), i)
-        for inp in node.inputs:
-            last_use[storage[inp]] = i
-    last_use[storage[nodes[-1].name]] = len(nodes)  # the output outlives the graph
-    live = peak = 0
-    for i, node in enumerate(nodes):
-        if storage[node.name] == node.name:
-            live += elements[node.name]
-            peak = max(peak, live)
-        for name, last in last_use.items():
-            if last == i:
-                live -= elements[name]
-    return peak * BYTES_PER_ELEMENT
+    steps = [(list(n.inputs), [(n.name, elements[n.name], None if n.allocates or not n.inputs else n.inputs[0])])
+             for n in nodes]
+    return peak_live(steps, keep={nodes[-1].name})[0] * BYTES_PER_ELEMENT
 
 
 def count(supernet: Supernet, config: ChannelConfig | None = None, input_size=None) -> Counts:

@@ -24,16 +24,20 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import read_text
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistInfo, init_distributed, select_device
 from .errors import UserError
+from .nn.batchnorm import recalibrate_bn
 from .nn.config import ChannelConfig
+from .nn.evaluate import evaluate, evaluate_config, topk_for
+from .nn.materialize import materialize
 from .nn.supernet import Supernet
 
 log = logging.getLogger("autoslim_hw.train")
@@ -64,101 +68,12 @@ class TrainSettings:
     limit: int | None = None
     search_size: float = 0.1
     eval_batches: int = 20  # BN recalibration batches
-    arch: str | None = None  # channel config JSON: retrain that subnet from scratch, no sandwich
+    arch: str | None = None  # where the retrained subnet's config came from (retraining: no sandwich)
     workers: int = 0
     amp: bool = True  # CUDA only
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# --- distributed ------------------------------------------------------------------------
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistInfo:
-    """Join the process group when launched by torchrun (RANK/WORLD_SIZE in the env)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    if not torch.cuda.is_available():  # share the cores between the ranks
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
-    return info
-
-
-def _device(info: DistInfo) -> torch.device:
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cpu")
-
-
-# --- BN recalibration and evaluation -----------------------------------------------------
-
-def _batchnorms(model: nn.Module):
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, config: ChannelConfig | None, loader, batches: int,
-                   device: torch.device | str = "cpu") -> None:
-    """Reset BN running statistics and re-estimate them for `config` with a cumulative
-    average over `batches` training batches (no augmentation), then leave eval mode."""
-    if config is not None:
-        model.set_config(config)
-    bns = _batchnorms(model)
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: every batch weighs the same
-    model.train()
-    try:
-        for i, (x, _) in enumerate(loader):
-            if i >= batches:
-                break
-            model(x.to(device, non_blocking=True))
-    finally:
-        for bn, m in zip(bns, momenta):
-            bn.momentum = m
-        model.eval()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", topk=(1, 5)) -> dict[str, float]:
-    """Top-k accuracy (percent) and mean loss over `loader`, in eval mode."""
-    model.eval()
-    correct = {k: 0 for k in topk}
-    total, loss = 0, 0.0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        top = logits.topk(max(topk), dim=1).indices
-        for k in topk:
-            correct[k] += (top[:, :k] == y[:, None]).any(dim=1).sum().item()
-        total += y.numel()
-    out = {f"top{k}": 100.0 * correct[k] / max(total, 1) for k in topk}
-    out["loss"] = loss / max(total, 1)
-    return out
-
-
-def evaluate_config(supernet: Supernet, config: ChannelConfig, calib_loader, val_loader, batches: int,
-                    device="cpu") -> dict[str, float]:
-    recalibrate_bn(supernet, config, calib_loader, batches, device)
-    topk = (1, 5) if supernet.spec.num_classes > 5 else (1,)
-    return evaluate(supernet, val_loader, device, topk)
 
 
 # --- optimization ------------------------------------------------------------------------
@@ -200,12 +115,13 @@ def sandwich_configs(space, rng: random.Random, num_random: int) -> list[Channel
 class _Run:
     """State of one training run: model, data, optimizer, progress, files."""
 
-    def __init__(self, s: TrainSettings, out: Path, resume: bool, info: DistInfo, progress: bool):
+    def __init__(self, s: TrainSettings, out: Path, resume: bool, info: DistInfo, progress: bool,
+                 arch: "ChannelConfig | Callable[[Supernet], ChannelConfig] | None"):
         from .data import dataset_info, load_splits, make_loader
         from .models import create_model
 
         self.s, self.out, self.info, self.progress = s, out, info, progress
-        self.device = _device(info)
+        self.device = select_device(info)
         self.checkpoint_path = out / "supernet.pt"
         ckpt = None
         if resume:
@@ -228,10 +144,14 @@ class _Run:
                                      num_classes=info_d.num_classes, input_size=input_size,
                                      in_chans=info_d.in_chans, **s.model_kwargs)
         self.config = None
+        if ckpt is not None and ckpt.get("config") is not None:
+            arch = ChannelConfig.from_dict(ckpt["config"], self.supernet.space, strict=False)
+        if s.arch is not None and arch is None:
+            raise ValueError("retraining (settings.arch) needs its config: pass arch=")
         if s.arch is not None:  # plain retraining of one subnet
-            from .export import materialize
-
-            self.config = _read_arch(s.arch, self.supernet)
+            if callable(arch):
+                arch = arch(self.supernet)
+            self.config = self.supernet.space.validate(arch, strict=False)
             self.model = materialize(self.supernet, self.config)
         else:
             self.model = self.supernet
@@ -296,44 +216,20 @@ class _Run:
         self.py_rng.setstate((3, tuple(state["python"]), None))
 
 
-def _read_arch(path: str, supernet: Supernet) -> ChannelConfig:
-    """A channel config JSON, or `SEARCH.json:N`: target N of an `autoslim-hw search` result."""
-    target = None
-    if not Path(path).is_file() and ":" in path and path.rsplit(":", 1)[1].isdigit():
-        path, target = path.rsplit(":", 1)[0], int(path.rsplit(":", 1)[1])
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--arch {path} does not exist; pass a channel config JSON, or SEARCH.json:N for "
-                        "target N of an `autoslim-hw search` result")
-    text = read_text(p, "--arch")
-    if '"autoslim-hw/search"' in text:
-        from .search import load_result
-
-        targets = load_result(p)["targets"]
-        met = [i for i, t in enumerate(targets) if t.get("met")]
-        if target is None:
-            if len(targets) != 1:
-                raise UserError(f"--arch {path} holds {len(targets)} targets; pick one as {path}:N "
-                                f"(met: {', '.join(map(str, met)) or 'none'})")
-            target = 0
-        if target not in met:
-            raise UserError(f"--arch {path}:{target}: no such met target (met: {', '.join(map(str, met)) or 'none'})")
-        return ChannelConfig.from_dict(targets[target]["config"], supernet.space, strict=False)
-    return ChannelConfig.from_json(text, supernet.space, strict=False)
-
-
 def _log_json(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
 def train(s: TrainSettings, out: str | os.PathLike, resume: bool = False, progress: bool = True,
-          stop_after_steps: int | None = None) -> dict:
-    """Train a supernet (or, with `s.arch`, one subnet) into `out`. Returns the last metrics.
-    `stop_after_steps` ends the run early after saving (used to test resuming)."""
+          stop_after_steps: int | None = None,
+          arch: "ChannelConfig | Callable[[Supernet], ChannelConfig] | None" = None) -> dict:
+    """Train a supernet (or, with `arch`, that subnet from scratch: a config, or a function of the
+    built supernet that gives it; `s.arch` names where it came from) into `out`. Returns the last metrics. `stop_after_steps` ends the run early after
+    saving (used to test resuming)."""
     info = init_distributed()
     out = Path(out)
-    run = _Run(s, out, resume, info, progress)
+    run = _Run(s, out, resume, info, progress, arch)
     s = run.s
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -487,7 +383,7 @@ def _epoch_eval(run: _Run) -> dict:
     s = run.s
     if run.config is not None:
         recalibrate_bn(run.model, None, run.calib_loader, s.eval_batches, run.device)
-        res = evaluate(run.model, run.val_loader, run.device, (1, 5) if run.supernet.spec.num_classes > 5 else (1,))
+        res = evaluate(run.model, run.val_loader, run.device, topk_for(run.supernet.spec.num_classes))
         return {"val_top1": res["top1"], "val_loss": res["loss"]}
     out = {}
     for name, cfg in (("largest", run.supernet.space.largest()), ("smallest", run.supernet.space.smallest())):
@@ -497,4 +393,4 @@ def _epoch_eval(run: _Run) -> dict:
     return out
 
 
-__all__ = ["TrainSettings", "train", "recalibrate_bn", "evaluate", "evaluate_config", "sandwich_backward"]
+__all__ = ["TrainSettings", "train", "sandwich_backward", "sandwich_configs", "learning_rate"]

@@ -26,11 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from autoslim_hw.lookup_tables.build import measure_networks, sample_configs
+from autoslim_hw.lookup_tables.networks import measure_networks, sample_configs
 from autoslim_hw.lookup_tables.discover import find_table
-from autoslim_hw.cli_lut import _table_model
-from autoslim_hw.lookup_tables.table import (_MODELS, KNEE_TERMS, OP_GROUPS, LatencyTable, _knee_fit, _loo_mape,
-                                             apply_calibration, design_matrix, fidelity, fit_calibration)
+from autoslim_hw.lookup_tables.discover import table_model as _table_model
+from autoslim_hw.lookup_tables.calibration import (_MODELS, KNEE_TERMS, _knee_fit, _loo_mape, apply_calibration,
+                                                   design_matrix, fit_calibration)
+from autoslim_hw.lookup_tables.signatures import OP_GROUPS
+from autoslim_hw.lookup_tables.table import LatencyTable
+from autoslim_hw.lookup_tables.validate import fidelity
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import MeasureSettings, get_backend, pinned_to_core
 from autoslim_hw.profilers.devices import cpu_id, cpu_model, measurement_core

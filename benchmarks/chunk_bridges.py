@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from autoslim_hw.lookup_tables import LatencyTable
-from autoslim_hw.lookup_tables.build import measure_networks, sample_configs
-from autoslim_hw.lookup_tables.table import _loo_mape, fidelity
+from autoslim_hw.lookup_tables.networks import measure_networks, sample_configs
+from autoslim_hw.lookup_tables.calibration import _loo_mape
+from autoslim_hw.lookup_tables.validate import fidelity
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import MeasureSettings, get_backend, pinned_to_core
 from autoslim_hw.profilers.devices import cpu_id, cpu_model, measurement_core

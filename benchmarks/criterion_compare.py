@@ -19,7 +19,8 @@ from autoslim_hw.data import load_splits, make_loader
 from autoslim_hw.lookup_tables import LatencyTable
 from autoslim_hw.lookup_tables.discover import find_table
 from autoslim_hw.nn.config import ChannelConfig
-from autoslim_hw.train import TrainSettings, evaluate_config
+from autoslim_hw.nn.evaluate import evaluate_config
+from autoslim_hw.train import TrainSettings
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoslim_hw.export import materialize
+from autoslim_hw.nn.materialize import materialize
 from autoslim_hw.lookup_tables import LatencyTable, config_signatures, deployed_ops
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import get_backend, pinned_to_core

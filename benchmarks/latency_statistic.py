@@ -29,13 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from autoslim_hw.export import materialize
-from autoslim_hw.lookup_tables.build import network_settings, new_table, sample_configs, single_op_model
+from autoslim_hw.nn.materialize import materialize
+from autoslim_hw.lookup_tables.build import new_table, single_op_model
+from autoslim_hw.lookup_tables.networks import network_settings, sample_configs
 from autoslim_hw.lookup_tables.signatures import enumerate_signatures
-from autoslim_hw.lookup_tables.table import apply_calibration, fidelity, fit_calibration
+from autoslim_hw.lookup_tables.calibration import apply_calibration, fit_calibration
+from autoslim_hw.lookup_tables.validate import fidelity
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import MeasureSettings, get_backend, pinned_to_core
-from autoslim_hw.profilers.base import measure_interleaved
+from autoslim_hw.profilers import measure_interleaved
 from autoslim_hw.profilers.devices import cpu_id, cpu_model, get_device, measurement_core
 
 def _pct(q: float):

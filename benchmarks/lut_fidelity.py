@@ -18,7 +18,9 @@ import platform
 import time
 from pathlib import Path
 
-from autoslim_hw.lookup_tables.build import build_table, network_timing, validate_table
+from autoslim_hw.lookup_tables.build import build_table
+from autoslim_hw.lookup_tables.networks import network_timing
+from autoslim_hw.lookup_tables.validate import validate_table
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import MeasureSettings, get_backend
 from autoslim_hw.profilers.devices import cpu_model, get_device
@@ -65,7 +67,7 @@ def main() -> None:
     if args.repeat:
         import numpy as np
 
-        from autoslim_hw.lookup_tables.table import fidelity
+        from autoslim_hw.lookup_tables.validate import fidelity
 
         again = validate_table(table, net, backend, device, args.samples, timing, seed=7)
         first, second = np.array(result["measured_ms"]), np.array(again["measured_ms"])

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from autoslim_hw.export import materialize
+from autoslim_hw.nn.materialize import materialize
 from autoslim_hw.models import create_model
 
 

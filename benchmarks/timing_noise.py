@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
-from autoslim_hw.export import materialize
+from autoslim_hw.nn.materialize import materialize
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import get_backend
-from autoslim_hw.profilers.base import time_runs
+from autoslim_hw.profilers.latency import time_runs
 from autoslim_hw.profilers.devices import cpu_model, measurement_core
 
 

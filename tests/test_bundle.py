@@ -12,7 +12,7 @@ import pytest
 
 from autoslim_hw.errors import UserError
 from autoslim_hw.lookup_tables import LatencyTable, enumerate_signatures
-from autoslim_hw.lookup_tables.bundle import (BundleSettings, format_benchmark_output, import_results, load_manifest,
+from autoslim_hw.lookup_tables.phone import (BundleSettings, format_benchmark_output, import_results, load_manifest,
                                               parse_benchmark_output, run_bundle_locally, write_bundle)
 from tests.cli_helpers import assert_user_error, run_cli
 from tests.test_lut import tiny_supernet

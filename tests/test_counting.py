@@ -7,7 +7,7 @@ from torch import nn
 
 from autoslim_hw import slimmable
 from autoslim_hw.counting import count, count_plain
-from autoslim_hw.export import materialize
+from autoslim_hw.nn.materialize import materialize
 from autoslim_hw.models import create_model
 
 # DEVELOPERS.md / the papers, 224x224 (CIFAR variant 32x32, 10 classes: AutoSlim Table 2)

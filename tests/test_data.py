@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DistributedSampler, TensorDataset
 
-from autoslim_hw import data as D
+from autoslim_hw.data import cifar10 as cifar10_reader
+from autoslim_hw.data.cifar10 import CLASSES as CIFAR10_CLASSES
 from autoslim_hw.data import DATASETS, DataSplits, dataset_info, load_splits, make_loader
 from autoslim_hw.errors import DataError, UserError
 
@@ -219,7 +220,7 @@ def write_tar(path, split, imgs, labels):
     with tarfile.open(path, "w:gz") as tf:
         for i in reversed(range(len(imgs))):  # member order must not matter
             blob = png(imgs[i])
-            info = tarfile.TarInfo(f"{split}/{D.CIFAR10_CLASSES[labels[i]]}/{i:04d}.jpg")
+            info = tarfile.TarInfo(f"{split}/{CIFAR10_CLASSES[labels[i]]}/{i:04d}.jpg")
             info.size = len(blob)
             tf.addfile(info, io.BytesIO(blob))
 
@@ -235,7 +236,7 @@ def cifar_layouts(tmp_path, monkeypatch):
     write_tar(tars / "cifar10-test.tar.gz", "test", *test)
     for split, (imgs, labels) in (("train", train), ("test", test)):
         for i, (a, y) in enumerate(zip(imgs, labels)):
-            f = folders / split / D.CIFAR10_CLASSES[y] / f"{i:04d}.png"
+            f = folders / split / CIFAR10_CLASSES[y] / f"{i:04d}.png"
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_bytes(png(a))
     batches.mkdir(parents=True)
@@ -279,7 +280,7 @@ def test_cifar10_cache(cifar_layouts, monkeypatch):
     first = load_splits("cifar10", data_dir=str(tars), search_size=0)
     assert len(list((tars.parent / "cache").glob("cifar10-*.npz"))) == 1
     with monkeypatch.context() as m:  # a second load must not decode
-        m.setattr(D, "_read_tar", lambda *a: pytest.fail("decoded again despite the cache"))
+        m.setattr(cifar10_reader, "_read_tar", lambda *a: pytest.fail("decoded again despite the cache"))
         again = load_splits("cifar10", data_dir=str(tars), search_size=0)
     assert torch.equal(again.train_eval.images, first.train_eval.images)
     new = fake_cifar(np.random.default_rng(7), 2)

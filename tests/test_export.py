@@ -10,10 +10,12 @@ from autoslim_hw.checkpoint import load_checkpoint, model_from_checkpoint, save_
 from autoslim_hw.counting import count
 from autoslim_hw.data import load_splits, make_loader
 from autoslim_hw.errors import UserError
-from autoslim_hw.export import build_subnet, export_subnet, materialize, predict_export_latency
+from autoslim_hw.nn.materialize import materialize
+from autoslim_hw.workflows.export import build_subnet, export_subnet, predict_export_latency
 from autoslim_hw.models import create_model
-from autoslim_hw.search import file_digest
-from autoslim_hw.train import TrainSettings, recalibrate_bn
+from autoslim_hw._io import file_digest
+from autoslim_hw.nn.batchnorm import recalibrate_bn
+from autoslim_hw.train import TrainSettings
 from tests.cli_helpers import assert_user_error, run_cli
 from tests.conftest import randomize_bn
 

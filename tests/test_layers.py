@@ -4,7 +4,7 @@ import random
 import torch
 from torch.autograd import gradcheck
 
-from autoslim_hw.export import materialize
+from autoslim_hw.nn.materialize import materialize
 from autoslim_hw.models import create_model
 from autoslim_hw.nn.layers import leading_block
 

@@ -10,13 +10,13 @@ from ai_edge_litert import schema_py_generated as fb
 from torch import nn
 
 from autoslim_hw.errors import UnsupportedOperationError
-from autoslim_hw.export import materialize
+from autoslim_hw.nn.materialize import materialize
 from autoslim_hw.lookup_tables.build import single_op_model
 from autoslim_hw.lookup_tables.signatures import Signature
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers import MeasureSettings, get_backend
 from autoslim_hw.profilers.litert_backend import run_tflite
-from autoslim_hw.profilers.tflite_writer import write_tflite
+from autoslim_hw.converters.tflite import write_tflite
 from tests.conftest import randomize_bn
 
 _OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}

@@ -9,7 +9,8 @@ from torch import nn
 from autoslim_hw import slimmable
 from autoslim_hw.errors import UserError
 from autoslim_hw.lookup_tables import LatencyTable, config_signatures, deployed_ops, enumerate_signatures
-from autoslim_hw.lookup_tables.build import build_table, new_table, validate_table
+from autoslim_hw.lookup_tables.build import build_table, new_table
+from autoslim_hw.lookup_tables.validate import validate_table
 from autoslim_hw.profilers import Latency, MeasureSettings, get_backend
 from autoslim_hw.profilers.devices import get_device
 from tests.cli_helpers import assert_user_error, run_cli
@@ -53,7 +54,8 @@ def test_predict_is_the_sum_of_the_configs_entries():
 
 
 def test_predict_charges_the_weights_beyond_a_knee():
-    from autoslim_hw.lookup_tables.table import model_key, weights_mb
+    from autoslim_hw.lookup_tables.calibration import weights_mb
+    from autoslim_hw.lookup_tables.table import model_key
 
     net = tiny_supernet()
     table = _synthetic_table(net, lambda s: 1.0)
@@ -168,7 +170,7 @@ def test_build_resume_and_validate_with_onnxruntime(tmp_path):
 
 
 def test_recalibrate_measures_the_networks_again_and_validation_times_networks_alike(tmp_path):
-    from autoslim_hw.lookup_tables.build import network_timing
+    from autoslim_hw.lookup_tables.networks import network_timing
     from autoslim_hw.lookup_tables.table import model_key
 
     net = tiny_supernet()
@@ -212,7 +214,8 @@ def test_cli_lut_errors(tmp_path):
 def test_predicted_memory_equals_onnx_runtime_profile(tmp_path):
     """predict()'s memory: BN-folded float32 weights plus the activation peak, checked against
     ONNX Runtime's own profile of the exported subnet (an independent measurement)."""
-    from autoslim_hw.export import export_onnx, materialize
+    from autoslim_hw.converters.onnx import export_onnx
+    from autoslim_hw.nn.materialize import materialize
     from autoslim_hw.profilers.memory import profile_onnx_memory
 
     # multiples of 16 channels: ORT's blocked layout (8 channels a block with AVX2, 16 with
@@ -309,7 +312,7 @@ def test_build_in_passes_and_resume_with_more_passes(tmp_path):
 
 
 def test_calibration_fit_recovers_a_line_and_refuses_unusable_ones():
-    from autoslim_hw.lookup_tables.table import CalibrationSkipped, apply_calibration, fit_calibration
+    from autoslim_hw.lookup_tables.calibration import CalibrationSkipped, apply_calibration, fit_calibration
 
     one = [{"conv": x, "dwconv": 0.0, "other": 0.0} for x in (1.0, 2.0, 3.0, 4.0)]
     cal = fit_calibration(one, [2 * x + 0.5 for x in (1.0, 2.0, 3.0, 4.0)])
@@ -338,7 +341,7 @@ def test_calibration_finds_the_knee_where_weights_start_to_cost():
     bend there. Without a knee in the data, no knee is chosen."""
     import random
 
-    from autoslim_hw.lookup_tables.table import apply_calibration, fit_calibration
+    from autoslim_hw.lookup_tables.calibration import apply_calibration, fit_calibration
 
     rng = random.Random(1)
     nets = [{"conv": rng.uniform(0.05, 0.15), "dwconv": rng.uniform(0.01, 0.04), "other": 0.01,
@@ -368,7 +371,7 @@ class _Recorder:
 
 
 def test_interleaved_rounds_visit_every_model_once_per_round_in_new_orders():
-    from autoslim_hw.profilers.base import measure_interleaved
+    from autoslim_hw.profilers import measure_interleaved
 
     rec = _Recorder()
     settings = MeasureSettings(warmup=1, runs=3, rounds=4, min_round_s=0)
@@ -407,7 +410,7 @@ class _Slowing:
 
 
 def test_chunks_are_bridged_to_the_first_chunks_speed():
-    from autoslim_hw.profilers.base import measure_interleaved
+    from autoslim_hw.profilers import measure_interleaved
 
     ms = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 1.5, "e": 2.5}
     settings = MeasureSettings(warmup=1, runs=3, rounds=3, min_round_s=0)
@@ -437,7 +440,7 @@ class _SlowSpell:
 
 
 def test_the_latency_is_the_fast_end_of_the_runs_which_a_slow_spell_does_not_move():
-    from autoslim_hw.profilers.base import measure_interleaved
+    from autoslim_hw.profilers import measure_interleaved
 
     settings = MeasureSettings(warmup=2, runs=10, rounds=3, min_round_s=0)
     [lat] = measure_interleaved(_SlowSpell(2, 2 + 10), ["a"], settings)
@@ -455,14 +458,14 @@ def test_the_latency_is_the_fast_end_of_the_runs_which_a_slow_spell_does_not_mov
 def test_validation_tells_machine_drift_from_table_error(tmp_path):
     """Pretend the build ran on a machine twice as fast: its anchor networks' recorded latencies
     are halved. Validation measures them again, finds a speed factor near 2, and corrects by it."""
-    from autoslim_hw.lookup_tables.table import fidelity
+    from autoslim_hw.lookup_tables.validate import fidelity
 
     net = tiny_supernet()
     backend, device = get_backend("onnxruntime"), get_device("cpu-1core")
     settings = MeasureSettings(warmup=3, runs=20, rounds=3)
     table = build_table(net, backend, device, tmp_path / "lut.json", settings=settings, calibration_samples=0,
                         progress=False)
-    from autoslim_hw.lookup_tables.build import measure_networks
+    from autoslim_hw.lookup_tables.networks import measure_networks
     from autoslim_hw.lookup_tables.table import model_key
 
     from autoslim_hw.profilers import pinned_to_core
@@ -516,7 +519,8 @@ def test_fastest_kernel_time_is_read_between_whole_microseconds():
 def test_validate_plot_lands_beside_the_table_but_not_inside_the_package(tmp_path):
     from pathlib import Path
 
-    from autoslim_hw.cli_lut import SHIPPED, default_plot
+    from autoslim_hw.lookup_tables.discover import SHIPPED
+    from autoslim_hw.workflows.profile import default_plot
 
     # a shipped table's folder belongs to the install: the plot goes to the current folder
     assert default_plot(SHIPPED / "m-224-cpu-1core-onnxruntime.json.gz") == Path("m-224-cpu-1core-onnxruntime.validate.png")

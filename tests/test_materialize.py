@@ -9,7 +9,8 @@ import torch
 
 from autoslim_hw import slimmable
 from autoslim_hw.counting import count
-from autoslim_hw.export import export_onnx, materialize
+from autoslim_hw.converters.onnx import export_onnx
+from autoslim_hw.nn.materialize import materialize
 from autoslim_hw.models import create_model
 from autoslim_hw.nn.layers import SLIMMABLE_TYPES
 from tests.conftest import randomize_bn

@@ -9,7 +9,8 @@ from conftest import randomize_bn
 from torch import nn
 
 from autoslim_hw.counting import memory_counts
-from autoslim_hw.export import export_onnx, materialize
+from autoslim_hw.converters.onnx import export_onnx
+from autoslim_hw.nn.materialize import materialize
 from autoslim_hw.models import create_model
 from autoslim_hw.profilers.memory import profile_onnx_memory, rss_delta_bytes
 

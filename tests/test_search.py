@@ -21,7 +21,7 @@ from autoslim_hw import slimmable
 from autoslim_hw.counting import count_plain
 from autoslim_hw.data import load_splits, make_loader
 from autoslim_hw.errors import UserError
-from autoslim_hw.export import materialize
+from autoslim_hw.nn.materialize import materialize
 from autoslim_hw.models import create_model
 from autoslim_hw.nn.config import ChannelConfig
 from tests.cli_helpers import assert_user_error, run_cli, start_cli
@@ -366,7 +366,7 @@ def test_cache_survives_in_place_tensor_methods():
 def test_recalibrated_scores_do_not_depend_on_the_evaluation_order():
     """--bn recalibrate: every candidate is recalibrated on the same images, so a candidate's
     score is the same whichever candidates ran before it (resume and torchrun rely on that)."""
-    from autoslim_hw.cli_search import calibration_loader
+    from autoslim_hw.workflows.search import recalibration_loader as calibration_loader
 
     torch.manual_seed(3)
     net = crafted_supernet()

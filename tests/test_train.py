@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoslim_hw import slimmable
-from autoslim_hw.train import (TrainSettings, config_rng, learning_rate, recalibrate_bn, sandwich_backward,
-                               sandwich_configs, soft_cross_entropy, train)
+from autoslim_hw.nn.batchnorm import recalibrate_bn
+from autoslim_hw.train import (TrainSettings, config_rng, learning_rate, sandwich_backward, sandwich_configs,
+                               soft_cross_entropy, train)
 
 TINY = dict(data="digits", model="mobilenet_v2_cifar", model_kwargs={"width_mult": 0.35}, input_size=16,
             batch_size=32, limit=320, eval_batches=2, num_random=1, lr=0.03)  # the demo's sandwich lr
@@ -116,7 +117,7 @@ def test_training_learns_and_writes_the_run_layout(tiny_run):
 def test_bn_recalibration_restores_a_narrow_config(tmp_path):
     from autoslim_hw.checkpoint import load_checkpoint, model_from_checkpoint
     from autoslim_hw.data import load_splits, make_loader
-    from autoslim_hw.train import evaluate
+    from autoslim_hw.nn.evaluate import evaluate
 
     # long enough for the smallest config to learn something (27 steps of TINY leave it near
     # chance, where the margin below depends on the thread count's rounding)

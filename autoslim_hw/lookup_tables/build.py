@@ -14,13 +14,14 @@ from torch import nn
 
 from .. import __version__
 from ..errors import UserError
-from ..export import materialize
-from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
-from ..profilers.base import HOST_STATISTIC, Backend, MeasureSettings, measure_interleaved, pinned_to_core
+from ..profilers import Backend, MeasureSettings, pinned_to_core
+from ..profilers.latency import HOST_STATISTIC
 from ..profilers.devices import DeviceSpec, measurement_core
+from .calibration import CalibrationSkipped, fit_calibration
+from .networks import calibration_settings, measure_networks, sample_configs
 from .signatures import Signature, enumerate_signatures
-from .table import CalibrationSkipped, LatencyTable, fidelity, fit_calibration, model_key
+from .table import LatencyTable, model_key
 
 _ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "sigmoid": nn.Sigmoid}
 
@@ -53,17 +54,29 @@ def single_op_model(sig: Signature) -> tuple[nn.Module, list[tuple[int, ...]]]:
     return nn.Sequential(*layers).eval(), shapes
 
 
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def new_table(device: DeviceSpec, backend: Backend, settings: MeasureSettings) -> LatencyTable:
+    """An empty table of `device` measured with `backend` on this host, in HOST_STATISTIC."""
     spec = device.to_dict()
+    return table_for(spec, backend.name, backend.version(),
+                     {"warmup": settings.warmup, "runs": settings.runs, "rounds": settings.rounds},
+                     HOST_STATISTIC, op_timing=backend.op_timing,
+                     cpu_model=spec["cpu_model"], cpu_id=spec["cpu_id"])
+
+
+def table_for(device: dict, runtime: str, runtime_version: str, settings: dict, latency_statistic: str,
+              **metadata) -> LatencyTable:
+    """An empty table: the metadata every table has, plus `metadata` (op_timing, cpu_model,
+    cpu_id, and what importers add). One place builds it for `profile` and `lut import` alike."""
     return LatencyTable({
-        "device": spec, "runtime": backend.name, "runtime_version": backend.version(),
-        "cpu_model": spec["cpu_model"], "cpu_id": spec["cpu_id"], "threads": device.threads,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tool_version": __version__,
-        "settings": {"warmup": settings.warmup, "runs": settings.runs, "rounds": settings.rounds},
-        "latency_statistic": HOST_STATISTIC,  # of the runs, for ops and networks alike (see profilers.base)
-        "op_timing": backend.op_timing,  # kernel: the runtime's per-node timers; wall: whole single-op runs
-        "models": [],
+        "device": device, "runtime": runtime, "runtime_version": runtime_version,
+        "threads": device.get("threads", 1), "created": now(), "tool_version": __version__,
+        "settings": settings,
+        "latency_statistic": latency_statistic,  # of the runs, for ops and networks alike (profilers.latency)
+        **metadata, "models": [],
     })
 
 
@@ -117,7 +130,7 @@ def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: P
     the median of its passes), then calibrate against whole sub-networks.
 
     Why random order: the ops of one layer family, measured back to back, would share one spell
-    of the machine's speed drift (5-10% over minutes on shared VMs), biasing the whole family the
+    of the machine's speed drift (shared VMs drift for minutes at a time), biasing the whole family the
     same way; in random order each entry's drift is its own, and a network's sum of some fifty
     entries averages it out. Passes at different times average it further.
     jobs > 1: write the single-op files in jobs - 1 processes on the other cores while this
@@ -185,70 +198,6 @@ def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: P
     return table
 
 
-def network_settings(settings: MeasureSettings) -> MeasureSettings:
-    """Whole networks are timed in interleaved rounds (see `measure_interleaved`): twice the
-    rounds of half the runs, about the same time as a single op's measurement."""
-    return MeasureSettings(settings.warmup, max(5, settings.runs // 2), 2 * settings.rounds, settings.min_round_s)
-
-
-def measure_networks(supernet: Supernet, configs: list, backend: Backend, workdir: Path, settings: MeasureSettings,
-                     threads: int, seed: int = 0, chunk: int = 25, progress=None, bridges: int = 3,
-                     statistic: str = HOST_STATISTIC) -> list[float]:
-    """Latency (ms, in `statistic`: see profilers.base) of each config's materialized subnet,
-    timed in interleaved rounds (`chunk` networks loaded at once, chunks bridged: see
-    `measure_interleaved`)."""
-    spec = supernet.spec
-    shape = (1, spec.in_chans, spec.input_size, spec.input_size)
-    paths = []
-    for i, cfg in enumerate(configs):
-        paths.append(workdir / f"net{i}{backend.suffix}")
-        backend.convert(materialize(supernet, cfg).eval(), [shape], paths[-1])
-    try:
-        lats = measure_interleaved(backend, paths, network_settings(settings), threads, seed=seed, chunk=chunk,
-                                   progress=progress, bridges=bridges, statistic=statistic)
-    finally:
-        for p in paths:
-            p.unlink(missing_ok=True)
-    return [lat.value(statistic) for lat in lats]
-
-
-def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
-    """The smallest, the largest and random configs between: a calibration spread over the range.
-    Half are drawn around a random overall width (what a search trajectory passes through),
-    half uniformly per unit (what `lut validate` draws)."""
-    rng = random.Random(seed)
-    space = supernet.space
-    configs = [space.smallest(), space.largest()]
-    for attempt in range(50 * n):  # distinct configs while the space has them
-        if len(configs) >= n:
-            break
-        if attempt % 2:
-            cfg = space.sample(rng)
-        else:
-            level = rng.random()
-            widths = {}
-            for u in space.free_units:
-                i = round(level * (len(u.options) - 1) + rng.gauss(0, 1.5))
-                widths[u.name] = u.options[min(max(i, 0), len(u.options) - 1)]
-            cfg = ChannelConfig(widths)
-        if cfg not in configs:
-            configs.append(cfg)
-    return configs[:n]
-
-
-# Rounds (at least) in which calibration networks are timed. The calibration fits a few weights to
-# a few dozen networks, so their measurement noise goes into every prediction the table makes. The
-# shipped LiteRT MobileNetV2-224 table's networks, timed in 3 rounds in a noisy spell, fit each
-# other to 2.72% (leave one out); recalibrated in 12, to 1.37%. In quiet spells it matters little
-# (benchmarks/RESULTS.md, calibration_fit.py). About a minute more at 224.
-CALIBRATION_ROUNDS = 12
-
-
-def calibration_settings(settings: MeasureSettings) -> MeasureSettings:
-    return MeasureSettings(settings.warmup, settings.runs, max(settings.rounds, CALIBRATION_ROUNDS),
-                           settings.min_round_s)
-
-
 def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,
               workdir: Path, settings: MeasureSettings, progress=None) -> dict:
     """Fit measured whole-network latency against the layer sums on `samples` sub-networks
@@ -266,75 +215,6 @@ def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device:
     return fit
 
 
-def network_timing(table: LatencyTable, supernet: Supernet, rounds: int | None = None) -> MeasureSettings:
-    """How to time networks to compare them with the table: as its calibration networks were
-    (the fastest of more runs is faster, so anchors timed otherwise would read as drift), or,
-    for tables that did not record it, in the table's own settings; `rounds`, when given,
-    replaces their rounds."""
-    cal = table.calibrations.get(model_key(supernet), {})
-    s = cal.get("settings") or table.metadata["settings"]
-    return MeasureSettings(s["warmup"], s["runs"], s["rounds"] if rounds is None else rounds)
 
 
-# Calibration networks timed again beside the networks being compared. Their median slowdown is the
-# drift: each is off by its own noise (about 1% now and then at 224), so more of them average it
-# out; 8 add 8% to a 100-network validation.
-ANCHORS = 8
-
-
-def _anchors(table: LatencyTable, supernet: Supernet, n: int = ANCHORS) -> list[tuple[ChannelConfig, float]]:
-    """n calibration networks spread over their latency range, with the latency measured at build."""
-    nets = sorted(table.calibrations.get(model_key(supernet), {}).get("networks", []), key=lambda x: x["measured_ms"])
-    picks = nets if len(nets) < n else [nets[round((k + 0.5) * len(nets) / n - 0.5)] for k in range(n)]
-    return [(ChannelConfig(x["config"]), x["measured_ms"]) for x in picks]
-
-
-def measure_with_anchors(table: LatencyTable, supernet: Supernet, configs: list, backend: Backend, workdir: Path,
-                         settings: MeasureSettings, threads: int, seed: int = 0, chunk: int = 25,
-                         progress=None) -> tuple[list[float], float | None]:
-    """Latencies of `configs` (in the table's statistic) timed in interleaved rounds together with
-    a few of the table's calibration networks (anchors), and the machine's speed against the
-    build: the anchors' median ratio of now to then (> 1: slower now; None when the table kept
-    no networks)."""
-    import numpy as np
-
-    anchors = _anchors(table, supernet)
-    lat = measure_networks(supernet, list(configs) + [a for a, _ in anchors], backend, workdir, settings, threads,
-                           seed=seed, chunk=chunk, progress=progress, statistic=table.statistic)
-    factor = float(np.median([now / then for now, (_, then) in zip(lat[len(configs):], anchors)])) if anchors else None
-    return lat[:len(configs)], factor
-
-
-def validate_table(table: LatencyTable, supernet: Supernet, backend: Backend, device: DeviceSpec, samples: int,
-                   settings: MeasureSettings | None = None, seed: int = 7, progress: bool = True,
-                   chunk: int = 25) -> dict:
-    """Measure random sub-networks end to end and compare with the table's predictions
-    (timed in `settings`, by default as the calibration networks were: `network_timing`).
-
-    The networks and a few of the table's calibration networks (anchors) are timed together
-    with `measure_with_anchors` (`chunk` loaded at once, chunks bridged): the anchors' slowdown
-    since the build is the machine's drift (`speed_factor`, > 1: slower now); `adjusted` gives
-    the same statistics for latencies divided by it, i.e. the table's own error. The top-level
-    statistics compare with the raw measured latencies."""
-    import numpy as np
-    from rich.progress import Progress
-
-    settings = settings or network_timing(table, supernet)
-    core = measurement_core() if device.pin_core else None
-    rng = random.Random(seed)
-    configs = [supernet.space.sample(rng) for _ in range(samples)]
-    predicted = [table.predict(supernet, cfg, memory=False).latency_ms for cfg in configs]
-    with tempfile.TemporaryDirectory() as tmp, pinned_to_core(core), Progress(disable=not progress) as bar:
-        task = bar.add_task("validating", total=samples + len(_anchors(table, supernet)))
-        measured, factor = measure_with_anchors(table, supernet, configs, backend, Path(tmp), settings, device.threads,
-                                                seed=seed, chunk=chunk, progress=lambda k: bar.advance(task, k))
-    p, m = np.array(predicted), np.array(measured)
-    out = {**fidelity(p, m), "samples": samples, "statistic": table.statistic, "predicted_ms": p.tolist(),
-           "measured_ms": m.tolist()}
-    if factor is not None:
-        out["speed_factor"] = factor
-        out["adjusted"] = fidelity(p, m / factor)
-    return out
-
-
-__all__ = ["build_table", "validate_table", "measure_with_anchors", "network_timing", "single_op_model", "calibrate"]
+__all__ = ["build_table", "calibrate", "new_table", "table_for", "single_op_model"]

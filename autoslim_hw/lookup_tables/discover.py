@@ -59,3 +59,21 @@ def check_table_model(table: LatencyTable, supernet: Supernet, path: Path, profi
     if key not in have and not allow_mismatch:
         raise UserError(f"lookup table {path} was profiled for {', '.join(have) or 'no model'}, not for {key}; "
                         f"build one with `{profile_hint}` or pass --allow-mismatch")
+
+
+def table_model(table: LatencyTable, path: Path) -> Supernet:
+    """The supernet a table was profiled for, from the spec it records."""
+    from ..models import build_from_spec
+    from ..nn.supernet import ModelSpec
+
+    specs = [m["spec"] for m in table.metadata.get("models", []) if m.get("spec")]
+    if len(specs) != 1:
+        keys = ", ".join(m.get("key", "?") for m in table.metadata.get("models", [])) or "none"
+        raise UserError(f"{path} was profiled for {len(specs)} models ({keys}); say which with --model "
+                        "(and --input-size, --width-mult) or --checkpoint")
+    return build_from_spec(ModelSpec.from_dict(specs[0]))
+
+
+def shipped_tables() -> list[Path]:
+    """The tables shipped in the package, by file name."""
+    return sorted([*SHIPPED.glob("*.json"), *SHIPPED.glob("*.json.gz")]) if SHIPPED.is_dir() else []

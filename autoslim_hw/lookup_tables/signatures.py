@@ -16,12 +16,19 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..nn.config import ChannelConfig, slot_widths
-from ..nn.supernet import Supernet, _LeafTracer
-from ..nn.units import trace
+from ..nn.supernet import Supernet
 
 _ACTIVATION_NAMES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.SiLU: "silu",
                      nn.Sigmoid: "sigmoid", F.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
                      F.silu: "silu"}
+
+
+# Calibrations weigh the layer sums by these groups of ops.
+OP_GROUPS = ("conv", "dwconv", "other")
+
+
+def op_group(op: str) -> str:
+    return op if op in ("conv", "dwconv") else "other"
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ def _activation_of(node: fx.Node, modules: dict) -> tuple[str, fx.Node]:
 
 def deployed_ops(supernet: Supernet) -> list[DeployedOp]:
     """Conv/linear layers (BN and activation fused), residual adds and global pools, in order."""
-    gm = trace(supernet.net, _LeafTracer)
+    gm = supernet.trace()
     modules = dict(gm.named_modules())
     geometry = supernet.layer_geometry()
     layouts = {n.name: n.layout for n in supernet.nodes}

@@ -44,7 +44,9 @@ class ModelSpec:
         return cls(**known)
 
 
-class _LeafTracer(fx.Tracer):
+class SupernetTracer(fx.Tracer):
+    """Traces a supernet's network with its slimmable layers as leaves (one node each)."""
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, SLIMMABLE_TYPES) or super().is_leaf_module(m, qualname)
 
@@ -54,7 +56,7 @@ def _width_options(base: int, width_max: float, groups: int, divisor: int) -> tu
     return tuple(sorted(opts))
 
 
-def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+def set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, module)
@@ -100,6 +102,10 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def trace(self) -> fx.GraphModule:
+        """The network's fx graph, slimmable layers as leaves; it shares this supernet's modules."""
+        return trace(self.net, SupernetTracer)
+
     def set_config(self, config: ChannelConfig, strict: bool = False) -> None:
         """Activate `config` (any width in [1, max]; `strict` demands the search grid)."""
         config = self.space.validate(config, strict=strict)
@@ -120,7 +126,7 @@ class Supernet(nn.Module):
         every config's counts."""
         size = self._input_shape(input_size)
         if size not in self._spatial_cache:
-            gm = trace(self.net, _LeafTracer)
+            gm = self.trace()
             previous = self.config
             self.set_config(self.space.largest())
             try:
@@ -222,7 +228,7 @@ def _widen(net: nn.Module, analysis: GraphAnalysis, space: ChannelSpace, keep_we
         if keep_weights:
             _copy_base_weights(old, new, slot, space, base_widths)
         new.train(old.training)
-        _set_module(net, slot.name, new)
+        set_module(net, slot.name, new)
 
 
 @torch.no_grad()

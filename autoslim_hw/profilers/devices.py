@@ -1,12 +1,19 @@
-"""Devices are specs, not code: what to run on, with which settings."""
+"""Devices are data, not code: each host device is a JSON file in `device_specs/` (what to run
+on, with which settings); a phone's record is built from what its benchmark run reported.
+Adding a host device is one file there."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 
 from ..errors import UserError
+
+DEVICE_FORMAT = "autoslim-hw/device"
+KINDS = ("host", "phone")
 
 
 @dataclass(frozen=True)
@@ -19,19 +26,58 @@ class DeviceSpec:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "cpu_model": cpu_model(), "cpu_id": cpu_id(), "machine": platform.machine()}
+        """The table's record of the device: for a host, this host's CPU too."""
+        out = asdict(self)
+        if self.kind == "host":
+            out.update(cpu_model=cpu_model(), cpu_id=cpu_id(), machine=platform.machine())
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "device spec") -> "DeviceSpec":
+        """A device from its JSON: required name and description, known kind, threads >= 1."""
+        if not isinstance(data, dict):
+            raise UserError(f"{source} must be a JSON object")
+        missing = [k for k in ("name", "description") if not isinstance(data.get(k), str) or not data.get(k)]
+        if missing:
+            raise UserError(f"{source} lacks {', '.join(missing)}")
+        threads = data.get("threads", 1)
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise UserError(f"{source}: threads must be a whole number >= 1, got {threads!r}")
+        if data.get("kind", "host") not in KINDS:
+            raise UserError(f"{source}: kind must be one of {', '.join(KINDS)}, got {data.get('kind')!r}")
+        return cls(data["name"], data["description"], threads, bool(data.get("pin_core", True)),
+                   data.get("kind", "host"), dict(data.get("extra") or {}))
 
 
-DEVICES = {
-    "cpu-1core": DeviceSpec("cpu-1core", "this host's CPU, one thread, the process pinned to one core"),
-    "cpu-2core": DeviceSpec("cpu-2core", "this host's CPU, two threads, not pinned", threads=2, pin_core=False),
-}
+@functools.lru_cache(maxsize=1)
+def _shipped() -> dict[str, DeviceSpec]:
+    out = {}
+    for entry in sorted(resources.files(__package__).joinpath("device_specs").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".json"):
+            data = json.loads(entry.read_text())
+            spec = DeviceSpec.from_dict({k: v for k, v in data.items() if k not in ("format", "version")},
+                                        f"device spec {entry.name}")
+            out[spec.name] = spec
+    return out
+
+
+def list_devices() -> list[DeviceSpec]:
+    return list(_shipped().values())
 
 
 def get_device(name: str) -> DeviceSpec:
-    if name not in DEVICES:
-        raise UserError(f"unknown device {name!r}; available: {', '.join(DEVICES)} (see `autoslim-hw devices`)")
-    return DEVICES[name]
+    devices = _shipped()
+    if name not in devices:
+        raise UserError(f"unknown device {name!r}; available: {', '.join(devices)} (see `autoslim-hw devices`)")
+    return devices[name]
+
+
+def phone_device(name: str, description: str, fields: dict) -> DeviceSpec:
+    """The record of a device measured elsewhere (a phone, or this host through `lut run-local`):
+    kind and pinning from its run's device.txt fields, which are kept as `extra`."""
+    kind = fields.get("device_kind") or "phone"
+    return DeviceSpec(name, description, threads=1, pin_core=fields.get("pinned") == "yes",
+                      kind=kind if kind in KINDS else "phone", extra=dict(fields))
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,8 +103,8 @@ def cpu_model() -> str:
 
 def cpu_id() -> str:
     """Vendor, family and model numbers: the CPU's generation. A VM often shows only a generic
-    name ("AMD EPYC"), which two VMs of different generations share; on two such VMs here the
-    same layers ran 2.3x apart. Elsewhere: the processor string."""
+    name ("AMD EPYC"), which VMs of different generations share, and those run the same layers
+    at very different speeds. Elsewhere: the processor string."""
     fields = _cpuinfo()
     if "vendor_id" in fields:
         return f"{fields['vendor_id']} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"

@@ -1,6 +1,6 @@
 """LiteRT (TFLite) on the CPU with its default XNNPACK delegate, fixed thread counts.
 
-Files are written by `tflite_writer` without any converter package; a model with
+Files are written by `converters.tflite` without any converter package; a model with
 an op the writer lacks falls back to litert-torch when it is installed.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 
 from .._io import atomic_path
 from ..errors import UnsupportedOperationError
-from .base import Backend, Latency, MeasureSettings, summarize, time_runs
-from .tflite_writer import NHWC_DESCRIPTION, write_tflite
+from .base import Backend
+from .latency import Latency, MeasureSettings, summarize, time_runs
 
 
 class LiteRTBackend(Backend):
@@ -27,6 +27,8 @@ class LiteRTBackend(Backend):
         return version("ai-edge-litert")
 
     def convert(self, model, input_shapes, path) -> str:
+        from ..converters.tflite import write_tflite
+
         try:
             return str(write_tflite(model, list(input_shapes), path))
         except UnsupportedOperationError as e:
@@ -66,11 +68,17 @@ class LiteRTBackend(Backend):
 
         return run
 
+    def run(self, path, inputs_nchw, threads: int = 1):
+        return run_tflite(path, inputs_nchw, threads)
+
+    def input_layout(self, path) -> str:
+        return "NHWC" if _is_nhwc_file(path) else "NCHW"
+
     def measure_op(self, path, settings: MeasureSettings = MeasureSettings(), threads: int = 1) -> Latency:
         """Wall-clock time of `invoke` on a single-op file, its input set once: inside a network
         an op reads the tensor the op before it wrote, so copying its input in each run (a whole
-        network does that once) adds a cost that grows with the input: measured here, 0.88 ms
-        against 0.35 ms for MobileNetV2-224's 112x112 stride-2 depthwise layer (benchmarks/RESULTS.md).
+        network does that once) adds a cost that grows with the input, for large inputs more than the
+        op itself (benchmarks/litert_input_copy.py; benchmarks/NOTES.md).
         benchmark_model on phones also fills the inputs once."""
         run = self.load(path, threads, copy_input=False)
         times = []
@@ -80,8 +88,10 @@ class LiteRTBackend(Backend):
 
 
 def _is_nhwc_file(path: str | os.PathLike) -> bool:
-    """Files from write_tflite say so; a converter's (the litert-torch fallback) keep PyTorch's layout."""
+    """Files from converters.tflite say so; a converter's (the litert-torch fallback) keep PyTorch's layout."""
     from ai_edge_litert import schema_py_generated as fb
+
+    from ..converters.tflite import NHWC_DESCRIPTION
 
     return fb.Model.GetRootAs(Path(path).read_bytes(), 0).Description() == NHWC_DESCRIPTION.encode()
 

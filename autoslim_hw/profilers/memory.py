@@ -47,18 +47,15 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 
-from .onnxruntime_backend import OnnxRuntimeBackend
+from ..counting import peak_live
+from .onnxruntime_backend import OnnxRuntimeBackend, random_feed
 
 # bytes per element, by the type names ORT writes in `input_type_shape`/`output_type_shape`
 _TYPE_BYTES = {"float": 4, "float32": 4, "double": 8, "float64": 8, "float16": 2, "bfloat16": 2,
                "int64": 8, "uint64": 8, "int32": 4, "uint32": 4, "int16": 2, "uint16": 2,
                "int8": 1, "uint8": 1, "bool": 1}
 _ONNX_TYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-             "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 # ops whose output is a view of their first input (no new buffer)
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 _KERNEL_SUFFIX = "_kernel_time"
@@ -93,17 +90,6 @@ class MemoryProfile:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _random_feed(sess, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    feed = {}
-    for i in sess.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
-        dtype = _NP_TYPES.get(i.type, np.float32)
-        data = rng.standard_normal(shape) if np.issubdtype(dtype, np.floating) else rng.integers(0, 2, shape)
-        feed[i.name] = data.astype(dtype)
-    return feed
 
 
 def _shape_bytes(entries) -> list[int]:
@@ -150,39 +136,23 @@ def _value_bytes(value_info) -> int | None:
 
 def peak_live_bytes(steps: list[tuple[str, list[str], list[str], list[int]]], graph_inputs: dict[str, int],
                     graph_outputs: set[str]) -> tuple[int, list[int]]:
-    """Peak activation bytes of a graph run in the order of `steps`.
+    """Peak activation bytes of a graph run in the order of `steps`, and the live bytes while
+    each step runs (`counting.peak_live`, the package's one liveness model).
 
     `steps`: (op_type, input names, output names, output bytes) per node; inputs not in
-    `graph_inputs` and not produced by an earlier step (initializers) are ignored.
-    A tensor lives from its producer (graph inputs: from the start) to its last reader;
-    graph outputs to the end. View ops share their first input's storage.
-    Returns (peak, live bytes while each step runs)."""
-    storage: dict[str, str] = {name: name for name in graph_inputs}
-    size: dict[str, int] = dict(graph_inputs)
+    `graph_inputs` and not produced by an earlier step (initializers) are ignored. View ops
+    share their first activation input's storage."""
+    known = set(graph_inputs)
+    generic = []
     for op, inputs, outputs, out_bytes in steps:
-        acts = [i for i in inputs if i in storage]
+        acts = [i for i in inputs if i in known]
+        outs = []
         for k, name in enumerate(outputs):
-            if op in VIEW_OPS and acts and k == 0:
-                storage[name] = storage[acts[0]]
-            else:
-                storage[name] = name
-                size[name] = out_bytes[k] if k < len(out_bytes) else 0
-    last: dict[str, int] = {s: -1 for s in size}
-    for i, (_, inputs, outputs, _) in enumerate(steps):
-        for name in list(inputs) + list(outputs):
-            if name in storage:
-                last[storage[name]] = max(last[storage[name]], i)
-    for name in graph_outputs:
-        if name in storage:
-            last[storage[name]] = len(steps)
-    live = sum(size[n] for n in graph_inputs)
-    peak, per_step = live, []
-    for i, (_, _, outputs, _) in enumerate(steps):
-        live += sum(size[o] for o in outputs if storage.get(o) == o)
-        peak = max(peak, live)
-        per_step.append(live)
-        live -= sum(size[s] for s, lst in last.items() if lst == i)
-    return peak, per_step
+            alias = acts[0] if op in VIEW_OPS and acts and k == 0 else None
+            outs.append((name, out_bytes[k] if k < len(out_bytes) else 0, alias))
+            known.add(name)
+        generic.append((list(inputs), outs))
+    return peak_live(generic, graph_inputs, set(graph_outputs))
 
 
 def _optimized_graph(path: Path, sess, workdir: str):
@@ -206,7 +176,7 @@ def profile_onnx_memory(onnx_path: str | os.PathLike, threads: int = 1, *, runs:
     path = Path(onnx_path)
     backend = OnnxRuntimeBackend()
     sess = backend.session(path, threads, profile=True)
-    feed = _random_feed(sess)
+    feed = random_feed(sess)
     profile_file = None
     try:
         for _ in range(max(1, runs)):
@@ -311,7 +281,7 @@ def _child_spec(path: Path, sess, runs: int) -> dict:
         if hasattr(opts, key):
             value = getattr(opts, key)
             options[key] = (enum, int(value) if enum else value)
-    feed = _random_feed(sess)
+    feed = random_feed(sess)
     inputs = [(name, list(a.shape), a.dtype.str) for name, a in feed.items()]
     return {"path": str(path), "options": options, "providers": sess.get_providers(), "inputs": inputs,
             "runs": max(1, runs)}

@@ -8,13 +8,16 @@ import tempfile
 
 import numpy as np
 
-from ..export import export_onnx
-from .base import Backend, Latency, MeasureSettings, summarize_ms
+from ..converters.onnx import export_onnx
+from .base import Backend
+from .latency import Latency, MeasureSettings, summarize_ms
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     suffix = ".onnx"
+
+    op_timing = "kernel"
 
     def version(self) -> str:
         import onnxruntime
@@ -23,8 +26,6 @@ class OnnxRuntimeBackend(Backend):
 
     def convert(self, model, input_shapes, path) -> str:
         return str(export_onnx(model, path, list(input_shapes)))
-
-    op_timing = "kernel"
 
     def session(self, path: str | os.PathLike, threads: int = 1, profile: bool = False,
                 profile_prefix: str | None = None):
@@ -42,15 +43,19 @@ class OnnxRuntimeBackend(Backend):
 
     def load(self, path, threads: int = 1):
         sess = self.session(path, threads)
-        feed = _random_feed(sess)
+        feed = random_feed(sess)
         return lambda: sess.run(None, feed)
+
+    def run(self, path, inputs_nchw, threads: int = 1):
+        sess = self.session(path, threads)
+        return sess.run(None, {i.name: x for i, x in zip(sess.get_inputs(), inputs_nchw, strict=True)})[0]
 
     def profile_events(self, path, runs: int, threads: int = 1) -> list[dict]:
         """ONNX Runtime's profile (its JSON events) of `runs` runs of the model on a random input,
         from a profiling session of its own (profiling slows the runs it times)."""
         with tempfile.TemporaryDirectory() as tmp:
             sess = self.session(path, threads, profile=True, profile_prefix=os.path.join(tmp, "ort"))
-            feed = _random_feed(sess)
+            feed = random_feed(sess)
             for _ in range(runs):
                 sess.run(None, feed)
             with open(sess.end_profiling()) as f:
@@ -61,7 +66,7 @@ class OnnxRuntimeBackend(Backend):
         durations of its compute nodes. A whole session run of a one-op model also pays the
         call overhead, the input copy and NCHWc layout reorders around the op, which inside a
         network are paid once or not at all; summing wall-clock single-op times overcounts those
-        64 times for MobileNetV2 (see benchmarks/RESULTS.md). Its median is the trimmed mean of the
+        64 times for MobileNetV2 (see benchmarks/NOTES.md). Its median is the trimmed mean of the
         runs' sums and its fastest run is read between whole microseconds (see below); p10 and
         p90 are the sums' own."""
         events = self.profile_events(path, settings.rounds * settings.runs + settings.warmup, threads)
@@ -111,7 +116,20 @@ def _trimmed_mean(values: list[float], cut: float = 0.1) -> float:
     return sum(middle) / len(middle)
 
 
-def _random_feed(sess) -> dict:
-    rng = np.random.default_rng(0)
-    return {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
-            for i in sess.get_inputs()}
+# numpy types of the ONNX tensor types a feed may need
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+             "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def random_feed(sess, seed: int = 0) -> dict:
+    """A random input for every input of the session (dynamic dimensions as 1): normal floats,
+    0/1 integers."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for i in sess.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+        dtype = _NP_TYPES.get(i.type, np.float32)
+        data = rng.standard_normal(shape) if np.issubdtype(dtype, np.floating) else rng.integers(0, 2, shape)
+        feed[i.name] = data.astype(dtype)
+    return feed

@@ -1,5 +1,5 @@
-"""`autoslim-hw export`: write one searched subnet as ONNX, TFLite, TorchScript or a subnet
-checkpoint, check it against PyTorch and time it on one core (registered by cli.py)."""
+"""`export`: write one searched subnet as a deployable file (any registered runtime's format, or
+a subnet checkpoint), check it against PyTorch and time it on one core."""
 from __future__ import annotations
 
 import json
@@ -9,21 +9,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from ..profilers.base import list_backends
+from ._common import human_bytes, human_count
+
 console = Console(highlight=False, soft_wrap=True)
-
-
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(int(n))
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 def export_cmd(
@@ -35,8 +24,8 @@ def export_cmd(
     target: Annotated[Optional[int], typer.Option(
         help="Index of the target in the search result (needed when it has several).")] = None,
     fmt: Annotated[str, typer.Option(
-        "--format", help="onnx | tflite (NHWC input) | torch (TorchScript, runs with torch alone) | "
-                         "checkpoint (an autoslim-hw subnet checkpoint, for `autoslim-hw eval`).")] = "onnx",
+        "--format", help=" | ".join(f"{e.file_format} ({e.description})" for e in list_backends())
+        + " | checkpoint (an autoslim-hw subnet checkpoint, for `autoslim-hw eval`).")] = "onnx",
     out: Annotated[Optional[Path], typer.Option(
         help="Output file (default: subnet[-targetN].onnx, .tflite, .pt or -ckpt.pt next to the checkpoint); parent folders are created.")] = None,
     measure: Annotated[bool, typer.Option(
@@ -60,9 +49,10 @@ def export_cmd(
 
       autoslim-hw export --checkpoint runs/retrain/supernet.pt --format torch --out model.pt
     """
-    from .counting import count
-    from .export import check_export, export_subnet, measure_export, predict_export_latency
-    from .search import _LABELS, COST_KINDS, format_cost
+    from ..counting import count
+    from ..search.costs import COSTS, format_cost
+    from ..workflows.export import (check_export, describe_target, export_subnet, measure_export,
+                                    predict_export_latency)
 
     info = export_subnet(checkpoint, config, target, fmt, out, calib_batches, data_dir)
     counts = count(info.supernet, info.config)
@@ -93,14 +83,12 @@ def export_cmd(
 
     what = "the subnet"
     if info.target is not None:
-        from .export import _describe_target
-
-        what = f"target {info.target} ({_describe_target(info.target_entry)})"
+        what = f"target {info.target} ({describe_target(info.target_entry)})"
     console.print(f"[bold]exported[/bold] {what} of {info.checkpoint} as {info.fmt}: {info.path}")
     if info.target_entry is not None:
         e = info.target_entry
         console.print("  search: " + (f"top-1 {e['accuracy']:.2f}% on the search split, " if e.get("accuracy") is not None else "")
-                      + ", ".join(f"{_LABELS[k]} {format_cost(k, e.get(k))}" for k in COST_KINDS if e.get(k) is not None))
+                      + ", ".join(f"{COSTS[k].label} {format_cost(k, e.get(k))}" for k in COSTS if e.get(k) is not None))
     if info.kind == "supernet":
         if info.calib_batches:
             console.print(f"  BN statistics re-estimated for these widths on {info.calib_batches} batches of "
@@ -114,7 +102,7 @@ def export_cmd(
                                             if info.nhwc else "NCHW " + str(list(info.input_shape))))
     else:
         console.print(f"  input: NCHW {list(info.input_shape)}")
-    console.print(f"  params {_human(counts.params)}, MACs {_human(counts.macs)}, file {_size(record['file_bytes'])}")
+    console.print(f"  params {human_count(counts.params)}, MACs {human_count(counts.macs)}, file {human_bytes(record['file_bytes'])}")
     console.print(f"  check: max abs diff vs PyTorch {record['max_abs_diff']:.2e} "
                   f"(relative {record['max_rel_diff']:.2e}) on a random input")
     if measure:
@@ -130,3 +118,7 @@ def export_cmd(
         console.print(line)
     for w in info.warnings:
         console.print(f"  [yellow]warning[/yellow]: {w}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)

@@ -19,12 +19,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ._io import atomic_write_bytes
-from .export import materialize
-from .profilers import MeasureSettings, get_backend, pinned_to_core
-from .profilers.base import STATISTIC_TEXT
-from .profilers.devices import measurement_core
-from .train import TrainSettings, evaluate_config, train
+from .._io import atomic_write_bytes
+from ..errors import UserError
+from ..nn.evaluate import evaluate_config
+from ..nn.materialize import materialize
+from ..profilers import MeasureSettings, get_backend, pinned_to_core
+from ..profilers.latency import STATISTIC_TEXT
+from ..profilers.devices import measurement_core
+from ..train import TrainSettings, train
 
 DEVICE, RUNTIME = "cpu-1core", "onnxruntime"
 
@@ -56,8 +58,8 @@ def demo_settings(data: str, model: str, quick: bool) -> TrainSettings:
 
 def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar", quick: bool = False,
              console: Console | None = None) -> dict:
-    from .data import dataset_info
-    from .models import model_entry
+    from ..data import dataset_info
+    from ..models import model_entry
 
     console = console or Console()
     dataset_info(data), model_entry(model)  # bad names fail here, before anything is written
@@ -66,17 +68,17 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
     console.rule("1/5 train the supernet (sandwich rule + inplace distillation)")
     train(settings, out, resume=(out / "supernet.pt").exists())
 
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .data import load_splits, make_loader
+    from ..data import make_loader
+    from .common import calibration_loader, checkpoint_splits, open_checkpoint
 
-    supernet, _, _ = model_from_checkpoint(load_checkpoint(out / "supernet.pt"))
-    splits = load_splits(data, input_size=supernet.spec.input_size, seed=settings.seed,
-                         search_size=settings.search_size, limit=settings.limit)
-    calib = make_loader(splits.train_eval, 64, shuffle=True, seed=0)
+    loaded = open_checkpoint(out / "supernet.pt")
+    supernet = loaded.supernet
+    splits = checkpoint_splits(loaded.settings, supernet)
+    calib = calibration_loader(splits, seed=0, batch_size=64)
     val = make_loader(splits.val, 256, shuffle=False)
     console.rule("2/5 latency lookup table (this host, one core, ONNX Runtime)")
     table, lut_path = _lookup_table(supernet, out, quick, console)
-    from .lookup_tables.build import network_timing
+    from ..lookup_tables.networks import network_timing
 
     measure = network_timing(table, supernet)  # networks timed as the table's calibration networks were
     console.rule("3/5 validate the table on random sub-networks")
@@ -85,7 +87,7 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
                   f"Kendall tau {validation['kendall_tau']:.2f} on {validation['samples']} networks")
 
     console.rule("4/5 greedy search for three latency targets")
-    result, targets = _search(supernet, table, lut_path, splits, out, quick, console)
+    result, targets = _search(supernet, table, lut_path, out, quick, console)
 
     console.rule("5/5 export the selected configs and measure them")
     rows, factor = _export_and_measure(supernet, table, result, targets, calib, val, settings, out, measure, console)
@@ -100,10 +102,10 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
 
 def _lookup_table(supernet, out: Path, quick: bool, console: Console):
     """A table measured on this very CPU: a shipped one when the CPU matches, else profiled."""
-    from .lookup_tables import LatencyTable
-    from .lookup_tables.build import build_table
-    from .lookup_tables.discover import find_table
-    from .profilers.devices import cpu_id, cpu_model, get_device
+    from ..lookup_tables import LatencyTable
+    from ..lookup_tables.build import build_table
+    from ..lookup_tables.discover import find_table
+    from ..profilers.devices import cpu_id, cpu_model, get_device
 
     path = out / "lut.json"
     found = find_table(supernet, DEVICE, RUNTIME)  # measured on this CPU model
@@ -127,7 +129,7 @@ def _spot_check(table, supernet) -> float:
     """Largest relative error of the table on a mid-width and the largest config, measured here."""
     import tempfile
 
-    from .lookup_tables.build import measure_networks, network_timing
+    from ..lookup_tables.networks import measure_networks, network_timing
 
     configs = [supernet.space.uniform(0.75, snap=True), supernet.space.largest()]
     with tempfile.TemporaryDirectory() as tmp, pinned_to_core(measurement_core()):
@@ -137,41 +139,30 @@ def _spot_check(table, supernet) -> float:
 
 
 def _validate(table, supernet, out: Path, lut_path: Path, samples: int, measure: MeasureSettings) -> dict:
+    from ..lookup_tables.validate import validate_table
+    from ..profilers.devices import get_device
     from .plots import validation_scatter
-    from .lookup_tables.build import validate_table
-    from .profilers.devices import get_device
 
     result = validate_table(table, supernet, get_backend(RUNTIME), get_device(DEVICE), samples, measure)
     validation_scatter(result, out / "lut_validation.png", f"{supernet.spec.arch} on {DEVICE} ({RUNTIME})")
     return result
 
 
-def _search(supernet, table, lut_path: Path, splits, out: Path, quick: bool, console: Console):
-    from . import search as S
-    from .data import make_loader
+def _search(supernet, table, lut_path: Path, out: Path, quick: bool, console: Console):
+    from rich.progress import Progress
 
-    costs = S.CostModel(supernet, table)
+    from ..search.costs import CostModel, Target
+    from .search import run_search
+
+    costs = CostModel(supernet, table)
     top, bottom = costs(supernet.space.largest())["latency_ms"], costs(supernet.space.smallest())["latency_ms"]
     # three targets spread over the upper part of the range (the lower part takes many more steps)
     fractions = (0.9, 0.82, 0.75) if quick else (0.75, 0.6, 0.45)
-    targets = [S.Target.of(latency_ms=round(bottom + f * (top - bottom), 4)) for f in fractions]
+    targets = [Target.of(latency_ms=round(bottom + f * (top - bottom), 4)) for f in fractions]
     console.print("targets: " + "; ".join(t.describe() for t in targets)
                   + f" (the range is {bottom:.3f} to {top:.3f} ms)")
     batch = 32 if quick else 96  # BN statistics per batch of held-out images
-    data = [b for _, b in zip(range(1), make_loader(splits.search, batch, shuffle=False))]
-    evaluator = S.Evaluator(supernet, data)
-    header = {"model": supernet.spec.to_dict(), "checkpoint": {"path": str(out / "supernet.pt")},
-              "lut": {"path": str(lut_path), "sha256": S.file_digest(lut_path),
-                      "device": DEVICE, "runtime": RUNTIME},
-              "settings": {"criterion": "drop", "bn": "batch", "batch_size": batch, "batches": 1}}
     path = out / "search.json"
-    previous = None
-    if path.exists():
-        previous = S.load_result(path)
-        if any(previous.get(k) != header[k] for k in ("model", "lut", "settings")):
-            previous = None  # another table or setup: start over
-    from rich.progress import Progress
-
     with Progress(console=console) as bar:
         task = bar.add_task("searching", total=None)
 
@@ -179,24 +170,29 @@ def _search(supernet, table, lut_path: Path, splits, out: Path, quick: bool, con
             bar.update(task, description=f"step {step['step']}: top-1 {step['accuracy']:.1f}%, "
                                          f"{step['latency_ms']:.3f} ms")
 
-        result = S.greedy_search(supernet, evaluator, costs, targets, path, header, resume_from=previous,
-                                 on_step=on_step)
-    from .plots import search_plots
+        def search(resume: bool, restart: bool):
+            return run_search(targets, out / "supernet.pt", lut=lut_path, device=DEVICE, runtime=RUNTIME,
+                              batch_size=batch, batches=1, out=path, resume=resume, restart=restart,
+                              allow_mismatch=True, log=lambda _: None, on_step=on_step)
 
-    search_plots(supernet, result, path)
-    return result, targets
+        try:
+            run = search(resume=path.exists(), restart=False)
+        except UserError:  # a search of another checkpoint, table or setup is in the way: start over
+            if not path.exists():
+                raise
+            run = search(resume=False, restart=True)
+    return run.result, targets
 
 
 def _export_and_measure(supernet, table, result: dict, targets, calib, val, settings: TrainSettings, out: Path,
                         measure: MeasureSettings, console: Console) -> tuple[list[DemoRow], float | None]:
-    from .counting import count, deployed_memory_bytes
-    from .nn.config import ChannelConfig
+    from ..counting import count, deployed_memory_bytes
+    from ..nn.config import ChannelConfig
+    from ..search.costs import uniform_baseline
 
     space = supernet.space
     backend = get_backend(RUNTIME)
     shape = (1, supernet.spec.in_chans, supernet.spec.input_size, supernet.spec.input_size)
-    from .search import uniform_baseline
-
     def latency(cfg):
         return table.predict(supernet, cfg, memory=False).latency_ms
 
@@ -218,11 +214,11 @@ def _export_and_measure(supernet, table, result: dict, targets, calib, val, sett
         c = count(supernet, cfg)
         rows.append(DemoRow(name, limit, latency(cfg), 0.0, None, c.macs, c.params,
                             deployed_memory_bytes(supernet, cfg, counts=c), top1, path.stat().st_size))
-    # all of them in interleaved rounds: the machine's speed drifts by up to 10% in minutes on
+    # all of them in interleaved rounds: the machine's speed drifts for minutes at a time on
     # shared VMs, and back to back the configs would each be timed in another spell
     import tempfile
 
-    from .lookup_tables.build import measure_with_anchors
+    from ..lookup_tables.networks import measure_with_anchors
 
     with tempfile.TemporaryDirectory() as tmp, pinned_to_core(measurement_core()):
         measured, factor = measure_with_anchors(table, supernet, [cfg for _, _, cfg in plan], backend, Path(tmp),
@@ -251,7 +247,7 @@ def _print_rows(rows: list[DemoRow], console: Console) -> None:
 
 def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, result: dict, validation: dict,
                   lut_path: Path, factor: float | None, statistic: str) -> None:
-    from .lookup_tables.build import ANCHORS
+    from ..lookup_tables.networks import ANCHORS
 
     backend = get_backend(RUNTIME)
     lines = [

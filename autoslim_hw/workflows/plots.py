@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._io import atomic_path
+from .._io import atomic_path
 
 
 def _pyplot():
@@ -76,7 +76,7 @@ def channels_plot(layer_names: list[str], largest: list[int], configs: dict[str,
 
 def search_plots(supernet, result: dict, out: Path) -> None:
     """Beside a search result `out` (x.json): x_trajectory.png, and x_channels.png for the met targets."""
-    from .nn.config import ChannelConfig
+    from ..nn.config import ChannelConfig
 
     out = Path(out)
     trajectory_plot(result, out.with_name(out.stem + "_trajectory.png"))

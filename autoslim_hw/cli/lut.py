@@ -1,4 +1,5 @@
-"""CLI commands for devices, profiling and lookup tables (registered by cli.py)."""
+"""`devices`, `profile` and `lut ...`: build, inspect, validate lookup tables, and the phone
+workflow (bundle, run, import)."""
 from __future__ import annotations
 
 import json
@@ -6,50 +7,29 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from .errors import UserError
+from ..profilers.base import list_backends
+from ._common import console, say
 
-console = Console()
 lut_app = typer.Typer(help="Inspect and validate latency lookup tables.", no_args_is_help=True)
-SHIPPED = Path(__file__).parent / "lookup_tables" / "data"
 
 
 def devices_cmd():
-    """List device specs usable with --device."""
-    from .profilers.devices import DEVICES, cpu_id, cpu_model
+    """List device specs usable with --device, and this host's CPU (tables are matched by it)."""
+    from ..profilers.devices import cpu_id, cpu_model, list_devices
 
     table = Table("device", "threads", "pinned", "description")
-    for d in DEVICES.values():
+    for d in list_devices():
         table.add_row(d.name, str(d.threads), "yes" if d.pin_core else "no", d.description)
     console.print(table)
     console.print(f"this host: {cpu_model()} ({cpu_id()})")
 
 
-def _supernet(model: str, input_size: Optional[int], width_mult: Optional[float], checkpoint: Optional[Path]):
-    from .models import create_model
-
-    if checkpoint is not None:
-        from .checkpoint import load_checkpoint, model_from_checkpoint
-
-        return model_from_checkpoint(load_checkpoint(checkpoint))[0]
-    kwargs = {} if width_mult is None else {"width_mult": width_mult}
-    return create_model(model, input_size=input_size, **kwargs)
-
-
-def default_plot(lut: Path) -> Path:
-    """Where `lut validate` puts its scatter plot: next to the table, except for a table shipped
-    in the package, whose folder belongs to the install (and may be read-only): the current folder."""
-    name = lut.name.removesuffix(".gz").removesuffix(".json") + ".validate.png"
-    if lut.resolve().parent == SHIPPED.resolve():
-        return Path(name)
-    return lut.parent / name
-
-
 def profile_cmd(
     device: Annotated[str, typer.Option(help="Device spec (see `autoslim-hw devices`).")] = "cpu-1core",
-    runtime: Annotated[str, typer.Option(help="onnxruntime | litert (XNNPACK).")] = "onnxruntime",
+    runtime: Annotated[str, typer.Option(help=" | ".join(f"{e.name} ({e.description})"
+                                                         for e in list_backends(profiles=True)))] = "onnxruntime",
     model: Annotated[str, typer.Option(help="Built-in model whose search space to profile.")] = "mobilenet_v2_cifar",
     checkpoint: Annotated[Optional[Path], typer.Option(help="Profile the model of this checkpoint instead.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Input resolution (default: the model's).")] = None,
@@ -76,20 +56,16 @@ def profile_cmd(
 
     Example: autoslim-hw profile --device cpu-1core --model mobilenet_v2_cifar
     """
-    from .lookup_tables.build import build_table
-    from .profilers import MeasureSettings, get_backend
-    from .profilers.devices import get_device
+    from ..errors import interrupted_hint
+    from ..workflows.common import model_for
+    from ..workflows.profile import profile
+    from ..lookup_tables.discover import default_table_path
 
-    dev, backend = get_device(device), get_backend(runtime)
-    supernet = _supernet(model, input_size, width_mult, checkpoint)
-    spec = supernet.spec
-    out = out or Path("luts") / f"{spec.arch}-{spec.input_size}-{device}-{runtime}.json"
-    from .errors import interrupted_hint
-
+    supernet = model_for(model, input_size, width_mult, checkpoint)
+    out = out or default_table_path(supernet, device, runtime)
     with interrupted_hint(f"the entries measured so far are in {out}: run the same command with --resume"):
-        table = build_table(supernet, backend, dev, out, resume=resume,
-                            settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds),
-                            calibration_samples=calibration, jobs=jobs, passes=passes, recalibrate=recalibrate)
+        table, out = profile(supernet, device, runtime, out, resume=resume, runs=runs, rounds=rounds,
+                             calibration=calibration, passes=passes, jobs=jobs, recalibrate=recalibrate)
     have, total = table.coverage(supernet)
     console.print(f"wrote {out}: {have}/{total} signatures measured")
 
@@ -97,8 +73,8 @@ def profile_cmd(
 @lut_app.command("info")
 def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
     """Metadata and size of a table."""
-    from .lookup_tables import LatencyTable
-    from .profilers.base import STATISTIC_TEXT
+    from ..lookup_tables import LatencyTable
+    from ..profilers.latency import STATISTIC_TEXT
 
     t = LatencyTable.load(lut)
     md = t.metadata
@@ -128,9 +104,10 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
 @lut_app.command("list")
 def lut_list():
     """Tables shipped with the package (used by `search` and `demo` when they fit the model and device)."""
-    from .lookup_tables import LatencyTable
+    from ..lookup_tables import LatencyTable
+    from ..lookup_tables.discover import SHIPPED, shipped_tables
 
-    files = sorted([*SHIPPED.glob("*.json"), *SHIPPED.glob("*.json.gz")]) if SHIPPED.is_dir() else []
+    files = shipped_tables()
     if not files:
         console.print("no tables are shipped yet; build one with `autoslim-hw profile`")
         return
@@ -142,19 +119,6 @@ def lut_list():
                       str(len(t.entries)), ", ".join(m["key"] for m in md.get("models", [])), md.get("created", "")[:10])
     console.print(table)
     console.print(f"in {SHIPPED}")
-
-
-def _table_model(table, path: Path):
-    """The supernet a table was profiled for, from the spec it records."""
-    from .models import build_from_spec
-    from .nn.supernet import ModelSpec
-
-    specs = [m["spec"] for m in table.metadata.get("models", []) if m.get("spec")]
-    if len(specs) != 1:
-        keys = ", ".join(m.get("key", "?") for m in table.metadata.get("models", [])) or "none"
-        raise UserError(f"{path} was profiled for {len(specs)} models ({keys}); say which with --model "
-                        "(and --input-size, --width-mult) or --checkpoint")
-    return build_from_spec(ModelSpec.from_dict(specs[0]))
 
 
 @lut_app.command("validate")
@@ -184,43 +148,17 @@ def lut_validate(
     Latencies are measured in the table's statistic (`lut info`: the fastest of the
     timed runs for tables built now, the 10th percentile or the median for older ones).
     """
-    from .lookup_tables import LatencyTable
-    from .lookup_tables.build import network_timing, validate_table
-    from .profilers import get_backend
-    from .profilers.devices import get_device
+    from ..workflows.profile import validate_lut
 
-    if samples < 2:
-        raise UserError("--samples must be at least 2")
-    if rounds is not None and rounds < 1:
-        raise UserError("--rounds must be at least 1")
-    table = LatencyTable.load(lut)
-    dev_name, runtime = table.metadata["device"]["name"], table.metadata["runtime"]
-    if table.metadata["device"].get("kind", "host") != "host":
-        raise UserError(f"{lut} was measured on {dev_name}, not on this computer, so it cannot be validated here; "
-                        "`autoslim-hw lut import` validated it on the bundle's held-out networks (`lut info` shows it)")
-    table.check_target(dev_name, runtime, allow_mismatch)
-    if model is None and checkpoint is None and input_size is None and width_mult is None:
-        supernet = _table_model(table, lut)
-    else:
-        supernet = _supernet(model or "mobilenet_v2_cifar", input_size, width_mult, checkpoint)
-    from .lookup_tables.discover import check_table_model
-
-    hint = f"autoslim-hw profile --checkpoint {checkpoint}" if checkpoint else \
-        f"autoslim-hw profile --model {supernet.spec.arch} --input-size {supernet.spec.input_size}"
-    check_table_model(table, supernet, lut, hint, allow_mismatch)
-    result = validate_table(table, supernet, get_backend(runtime), get_device(dev_name), samples,
-                            network_timing(table, supernet, rounds), progress=not as_json)
-    plot = plot or default_plot(lut)
-    from .plots import validation_scatter
-
-    validation_scatter(result, plot, f"{supernet.spec.arch} on {dev_name} ({runtime})")
+    result = validate_lut(lut, model, checkpoint, input_size, width_mult, samples, rounds, plot, allow_mismatch,
+                          progress=not as_json)
     summary = {k: v for k, v in result.items() if k not in ("predicted_ms", "measured_ms")}
     if as_json:
-        print(json.dumps({**summary, "plot": str(plot)}))
+        print(json.dumps(summary))
         return
     console.print(f"MAPE {summary['mape']:.2f}%  max {summary['max_error']:.2f}%  within 5%: "
                   f"{summary['within_5pct']:.0%}  within 10%: {summary['within_10pct']:.0%}  "
-                  f"Kendall tau {summary['kendall_tau']:.3f}  ({samples} networks); plot: {plot}")
+                  f"Kendall tau {summary['kendall_tau']:.3f}  ({samples} networks); plot: {summary['plot']}")
     if "adjusted" in summary:
         a = summary["adjusted"]
         console.print(f"this machine runs {summary['speed_factor']:.3f}x as slow as at the build (anchor networks); "
@@ -230,11 +168,6 @@ def lut_validate(
 
 # --- phones: bundle -> run on the phone -> import ------------------------------------------------
 
-def _say(text: str) -> None:
-    """One unwrapped line (paths and commands stay copy-pastable), no markup."""
-    console.print(text, soft_wrap=True, markup=False, highlight=False)
-
-
 @lut_app.command("bundle")
 def lut_bundle(
     out: Annotated[Path, typer.Option(help="Directory to write the bundle to (must not exist, or be empty).")],
@@ -242,7 +175,8 @@ def lut_bundle(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Bundle the model of this checkpoint instead.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Input resolution (default: the model's).")] = None,
     width_mult: Annotated[Optional[float], typer.Option(help="Base width multiplier (MobileNetV2 models).")] = None,
-    runtime: Annotated[str, typer.Option(help="litert: TFLite files for benchmark_model.")] = "litert",
+    runtime: Annotated[str, typer.Option(help=" | ".join(f"{e.name}: {e.description}"
+                                                         for e in list_backends(phone=True)))] = "litert",
     warmup_runs: Annotated[int, typer.Option(help="benchmark_model --warmup_runs.")] = 10,
     num_runs: Annotated[int, typer.Option(help="benchmark_model --num_runs (it also runs at least --min-secs).")] = 50,
     min_secs: Annotated[float, typer.Option(help="benchmark_model --min_secs: timed runs last at least this long.")] = 1.0,
@@ -261,16 +195,17 @@ def lut_bundle(
 
     Example: autoslim-hw lut bundle --model mobilenet_v2 --input-size 224 --out bundle/
     """
-    from .lookup_tables.bundle import BundleSettings, write_bundle
+    from ..lookup_tables.phone import BundleSettings, write_bundle
+    from ..workflows.common import model_for
 
-    supernet = _supernet(model, input_size, width_mult, checkpoint)
+    supernet = model_for(model, input_size, width_mult, checkpoint)
     settings = BundleSettings(warmup_runs=warmup_runs, num_runs=num_runs, min_secs=min_secs,
                               warmup_min_secs=warmup_min_secs)
     manifest = write_bundle(supernet, out, runtime=runtime, settings=settings, calibration=calibration,
                             validation=validation, force=force, progress=True)
     n_ops, n_nets = len(manifest["models"]), len(manifest["networks"])
-    _say(f"wrote {out}: {n_ops} single-op models and {n_nets} networks (bundle {manifest['bundle_id']})")
-    _say(f"next, with the phone attached: BENCHMARK_MODEL=/path/to/benchmark_model sh {out / 'run_on_device.sh'}"
+    say(f"wrote {out}: {n_ops} single-op models and {n_nets} networks (bundle {manifest['bundle_id']})")
+    say(f"next, with the phone attached: BENCHMARK_MODEL=/path/to/benchmark_model sh {out / 'run_on_device.sh'}"
                   f"  (sh {out / 'run_on_device.sh'} --help tells where to get benchmark_model)")
 
 
@@ -288,10 +223,10 @@ def lut_run_local(
 
     Example: autoslim-hw lut run-local bundle/ --out bundle/results-host
     """
-    from .lookup_tables.bundle import run_bundle_locally
+    from ..lookup_tables.phone import run_bundle_locally
 
     n = run_bundle_locally(bundle, out, threads=threads, progress=True)
-    _say(f"measured {n} models; results in {out}; next: autoslim-hw lut import {out} --bundle {bundle} "
+    say(f"measured {n} models; results in {out}; next: autoslim-hw lut import {out} --bundle {bundle} "
                   "--device <name> --out <name>.json")
 
 
@@ -314,20 +249,26 @@ def lut_import(
 
     Example: autoslim-hw lut import bundle/results --bundle bundle/ --device pixel-7 --out luts/pixel-7.json
     """
-    from .lookup_tables.bundle import import_results
+    from ..lookup_tables.phone import import_results
 
     table = import_results(bundle, results, device, out, description=description, allow_partial=allow_partial,
                            force=force)
     md = table.metadata
     info = md["bundle"]
-    _say(f"wrote {out}: {len(table.entries)} signatures from {md['device']['description']} "
+    say(f"wrote {out}: {len(table.entries)} signatures from {md['device']['description']} "
                   f"({info['measured']}/{info['total']} results"
                   + (f", {len(info['missing'])} missing, {len(info['failed'])} failed" if info["missing"] or info["failed"] else "")
                   + ")")
     for key, cal in table.calibrations.items():
-        _say(f"calibration {key}: measured = {cal['slope']:.3f} x sum + {cal['intercept']:.3f} ms "
+        say(f"calibration {key}: measured = {cal['slope']:.3f} x sum + {cal['intercept']:.3f} ms "
                       f"(r2 {cal['r2']:.3f}, {cal['samples']} networks)")
     v = md.get("validation")
     if v:
-        _say(f"validation on {v['samples']} held-out networks: MAPE {v['mape']:.2f}%  max {v['max_error']:.2f}%  "
+        say(f"validation on {v['samples']} held-out networks: MAPE {v['mape']:.2f}%  max {v['max_error']:.2f}%  "
                       f"within 10%: {v['within_10pct']:.0%}  Kendall tau {v['kendall_tau']:.3f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("devices")(devices_cmd)
+    app.command("profile")(profile_cmd)
+    app.add_typer(lut_app, name="lut")

@@ -1,0 +1,74 @@
+"""Lookup tables as library calls: `profile` (build this host's table for a model) and
+`validate_lut` (measure random sub-networks against a table's predictions)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from ..lookup_tables import LatencyTable
+from ..lookup_tables.build import build_table
+from ..lookup_tables.discover import SHIPPED, check_table_model, default_table_path, table_model
+from ..lookup_tables.networks import network_timing
+from ..lookup_tables.validate import validate_table
+from ..nn.supernet import Supernet
+from ..profilers import MeasureSettings, get_backend
+from ..profilers.devices import get_device
+from .common import model_for
+
+
+def profile(supernet: Supernet, device: str = "cpu-1core", runtime: str = "onnxruntime", out: Path | None = None,
+            resume: bool = False, runs: int = 20, rounds: int = 3, calibration: int = 24, passes: int = 2,
+            jobs: int = 1, recalibrate: bool = False, progress: bool = True) -> tuple[LatencyTable, Path]:
+    """Build (or with `resume`, complete) the lookup table of `supernet`'s search space on `device`
+    with `runtime`; returns the table and its file."""
+    dev, backend = get_device(device), get_backend(runtime, profiles=True)
+    if runs < 1 or rounds < 1:
+        raise UserError("--runs and --rounds must be at least 1")
+    if calibration < 0:
+        raise UserError(f"--calibration must be >= 0, got {calibration}")
+    out = out or default_table_path(supernet, device, runtime)
+    table = build_table(supernet, backend, dev, out, resume=resume,
+                        settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds),
+                        calibration_samples=calibration, jobs=jobs, passes=passes, recalibrate=recalibrate,
+                        progress=progress)
+    return table, out
+
+
+def default_plot(lut: Path) -> Path:
+    """Where `lut validate` puts its scatter plot: next to the table, except for a table shipped
+    in the package, whose folder belongs to the install (and may be read-only): the current folder."""
+    name = lut.name.removesuffix(".gz").removesuffix(".json") + ".validate.png"
+    if lut.resolve().parent == SHIPPED.resolve():
+        return Path(name)
+    return lut.parent / name
+
+
+def validate_lut(lut: Path, model: str | None = None, checkpoint: Path | None = None, input_size: int | None = None,
+                 width_mult: float | None = None, samples: int = 100, rounds: int | None = None,
+                 plot: Path | None = None, allow_mismatch: bool = False, progress: bool = True) -> dict:
+    """Fidelity of a host table on random sub-networks measured here (see `validate_table`), with
+    a scatter plot; the model is the table's own unless one is named."""
+    from .plots import validation_scatter
+
+    if samples < 2:
+        raise UserError("--samples must be at least 2")
+    if rounds is not None and rounds < 1:
+        raise UserError("--rounds must be at least 1")
+    table = LatencyTable.load(lut)
+    dev_name, runtime = table.metadata["device"]["name"], table.metadata["runtime"]
+    if table.metadata["device"].get("kind", "host") != "host":
+        raise UserError(f"{lut} was measured on {dev_name}, not on this computer, so it cannot be validated here; "
+                        "`autoslim-hw lut import` validated it on the bundle's held-out networks (`lut info` shows it)")
+    table.check_target(dev_name, runtime, allow_mismatch)
+    if model is None and checkpoint is None and input_size is None and width_mult is None:
+        supernet = table_model(table, lut)
+    else:
+        supernet = model_for(model or "mobilenet_v2_cifar", input_size, width_mult, checkpoint)
+    hint = f"autoslim-hw profile --checkpoint {checkpoint}" if checkpoint else \
+        f"autoslim-hw profile --model {supernet.spec.arch} --input-size {supernet.spec.input_size}"
+    check_table_model(table, supernet, lut, hint, allow_mismatch)
+    result = validate_table(table, supernet, get_backend(runtime, profiles=True), get_device(dev_name), samples,
+                            network_timing(table, supernet, rounds), progress=progress)
+    plot = plot or default_plot(lut)
+    validation_scatter(result, plot, f"{supernet.spec.arch} on {dev_name} ({runtime})")
+    return {**result, "plot": str(plot)}
