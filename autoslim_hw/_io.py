@@ -105,3 +105,24 @@ def read_tagged(path: str | os.PathLike, fmt: str, what: str, missing_hint: str,
         raise UserError(f"{path} is a {what} of {version_key.replace('_', ' ')} {data.get(version_key)}; this "
                         f"autoslim-hw reads {readable}: {missing_hint.rstrip('.')} again, or upgrade autoslim-hw")
     return data
+
+
+def check_output(path: str | os.PathLike, kind: str, option: str = "--out") -> None:
+    """Before any work: `path` can be written as a `kind` ("file" or "directory"). It must not
+    be a directory where a file goes (or the reverse), and the nearest folder that exists on the
+    way to it must be a writable directory. Anything else is one UserError line."""
+    from .errors import UserError
+
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise UserError(f"{option} {path} is a directory; pass a file name, e.g. {path / 'out.json'}")
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file; pass a directory for the run")
+    parent = path if kind == "directory" and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {option} {path}: {parent} is a file, not a directory; choose another {option}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {option} {path}: {parent} is not writable (permission denied); "
+                        f"choose another {option}")

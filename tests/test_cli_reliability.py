@@ -36,6 +36,15 @@ def files(tmp_path_factory):
     (root / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     torch.save({"conv.weight": torch.zeros(2)}, root / "state_dict.pt")
     (root / "a_folder").mkdir()
+    good = json.loads((root / "lut.json").read_text())
+    first = next(iter(good["entries"]))
+    for name, edit in {"nan": lambda d: d["entries"][first].update(ms=float("nan")),
+                       "negative": lambda d: d["entries"][first].update(ms=-0.39),
+                       "no_device": lambda d: d["metadata"].pop("device"),
+                       "empty": lambda d: d.update(entries={})}.items():
+        damaged = json.loads(json.dumps(good))
+        edit(damaged)
+        (root / f"lut_{name}.json").write_text(json.dumps(damaged))
     return root
 
 
@@ -99,6 +108,30 @@ CASES = {
     "profile: resume a table of another runtime": (["profile", "--checkpoint", "run/supernet.pt", "--runtime",
                                                     "litert", "--out", "lut.json", "--resume"], ["'onnxruntime'"]),
     "train: resume from a corrupt run": (["train", "--out", "corrupt_run", "--resume"], ["corrupt_run"]),
+    "lut info: a NaN latency": (["lut", "info", "lut_nan.json"], ["lut_nan.json", "ms", "finite"]),
+    "lut info: a negative latency": (["lut", "info", "lut_negative.json"], ["lut_negative.json", "negative"]),
+    "lut info: no device in the metadata": (["lut", "info", "lut_no_device.json"], ["metadata.device"]),
+    "lut info: no entries": (["lut", "info", "lut_empty.json"], ["no measurements"]),
+    "search: a NaN latency in the table": (["search", "--checkpoint", "run/supernet.pt", "--lut", "lut_nan.json",
+                                            "--latency-ms", "1"], ["lut_nan.json", "finite"]),
+    "search: a negative latency in the table": (["search", "--checkpoint", "run/supernet.pt", "--lut",
+                                                 "lut_negative.json", "--latency-ms", "1"], ["negative"]),
+    "search: a table without device": (["search", "--checkpoint", "run/supernet.pt", "--lut", "lut_no_device.json",
+                                        "--latency-ms", "1"], ["metadata.device"]),
+    "search: an empty table": (["search", "--checkpoint", "run/supernet.pt", "--lut", "lut_empty.json",
+                                "--latency-ms", "1"], ["no measurements"]),
+    "train: a NaN learning rate": (["train", "--lr", "nan", "--out", "new_run"], ["--lr", "finite"]),
+    "eval: a NaN width": (["eval", "--checkpoint", "run/supernet.pt", "--width", "nan"], ["--width", "finite"]),
+    "train: --out is a file": (["train", "--out", "picture.png"], ["picture.png", "is a file"]),
+    "train: --out under a file": (["train", "--out", "picture.png/run"], ["picture.png", "not a directory"]),
+    "search: --out under a file": (["search", "--checkpoint", "run/supernet.pt", "--flops", "1G", "--out",
+                                    "picture.png/s.json"], ["picture.png", "not a directory"]),
+    "export: --out under a file": (["export", "--checkpoint", "run/supernet.pt", "--config", "config.json",
+                                    "--out", "picture.png/x.onnx"], ["picture.png", "not a directory"]),
+    "profile: --out under a file": (["profile", "--checkpoint", "run/supernet.pt", "--out", "picture.png/t.json"],
+                                    ["picture.png", "not a directory"]),
+    "profile: --out is a directory": (["profile", "--checkpoint", "run/supernet.pt", "--out", "a_folder"],
+                                      ["a_folder", "is a directory"]),
     # --- impossible targets and bad numbers ----------------------------------------------------------
     "search: unreachable MACs": (["search", "--checkpoint", "run/supernet.pt", "--flops", "1"], ["unreachable"]),
     "search: unreachable latency": (["search", "--checkpoint", "run/supernet.pt", "--lut", "lut.json",

@@ -247,6 +247,28 @@ def cifar_layouts(tmp_path, monkeypatch):
     return dict(tars=tars, folders=folders, batches=batches.parent, train=train, test=test)
 
 
+class _Payload:
+    """Unpickling this would create a file: the proof that a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_cifar10_batch_with_code_is_refused_without_running_it(cifar_layouts, tmp_path):
+    from autoslim_hw.errors import UserError
+
+    marker = tmp_path / "payload_ran"
+    batch = cifar_layouts["batches"] / "cifar-10-batches-py" / "data_batch_3"
+    good = pickle.loads(batch.read_bytes())
+    batch.write_bytes(pickle.dumps({**good, "labels": _Payload(marker)}))
+    with pytest.raises(UserError, match="data_batch_3"):
+        load_splits("cifar10", data_dir=str(cifar_layouts["batches"]), search_size=0)
+    assert not marker.exists()
+
+
 def test_cifar10_layouts_agree(cifar_layouts):
     xtr, ytr = (torch.from_numpy(a) for a in cifar_layouts["train"])
     xte = torch.from_numpy(cifar_layouts["test"][0])
@@ -352,6 +374,16 @@ def test_imagefolder(tmp_path):
         load_splits(name)
     with pytest.raises(DataError, match="PATH/train"):
         dataset_info(f"imagefolder:{tmp_path / 'nowhere'}")
+
+
+def test_imagefolder_with_one_class_is_refused(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split / "ant").mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / split / "ant" / "0.png")
+    with pytest.raises(DataError, match="one class folder"):
+        dataset_info(f"imagefolder:{tmp_path}")
+    with pytest.raises(DataError, match="at least 2 classes"):
+        load_splits(f"imagefolder:{tmp_path}")
 
 
 # --- loaders --------------------------------------------------------------------------------

@@ -446,8 +446,10 @@ def _cli_setup(root):
     macs_max = count_plain(materialize(supernet, space.largest()), shape)[0]
     lat_max = table.predict(supernet, space.largest()).latency_ms
     # two targets, each also under a latency limit: the first met after a step or so, the second later
+    # the paper's exact step: its scores are checked against plain float32 forwards below (the
+    # fast default is tested in test_search_policy.py and test_cli_fast_search_*)
     opts = ["--checkpoint", ckpt, "--lut", root / "lut.json", "--latency-ms", f"{0.995 * lat_max:.6f}",
-            "--flops", f"{0.97 * macs_max:.0f}", "--flops", f"{0.88 * macs_max:.0f}"]
+            "--flops", f"{0.97 * macs_max:.0f}", "--flops", f"{0.88 * macs_max:.0f}", "--exact"]
     out = root / "run" / "search.json"
     r = run_cli("search", *opts, "--out", out, cwd=root)
     return {"root": root, "ckpt": ckpt, "supernet": supernet, "table": table, "opts": opts, "out": out, "run": r,
@@ -628,7 +630,7 @@ def test_ctrl_c_during_search_then_resume_gives_the_same_result(cli):
     import signal
     import time
 
-    opts = ["search", "--checkpoint", cli["ckpt"], "--lut", cli["root"] / "lut.json"]
+    opts = ["search", "--checkpoint", cli["ckpt"], "--lut", cli["root"] / "lut.json", "--exact"]
     full = cli["root"] / "full.json"
     r = run_cli(*opts, "--out", full, cwd=cli["root"])
     assert r.returncode == 0, r.stderr[-2000:]
@@ -652,3 +654,19 @@ def test_ctrl_c_during_search_then_resume_gives_the_same_result(cli):
     r = run_cli(*opts, "--out", out, "--resume", cwd=cli["root"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(out.read_text())["trajectory"] == json.loads(full.read_text())["trajectory"]
+
+
+def test_a_search_target_off_the_grid_is_refused():
+    """A search only visits width options; an edited result with another width is refused the
+    way `search --resume` refuses it, by export and `train --arch` alike."""
+    from autoslim_hw.errors import ConfigError
+    from autoslim_hw.models import create_model
+    from autoslim_hw.search.result import search_target_config
+
+    space = create_model("mobilenet_v2_cifar", input_size=32, num_classes=10).space
+    good = dict(space.uniform(0.6, snap=True))
+    assert search_target_config({"config": good}, space, "target 0") == space.uniform(0.6, snap=True)
+    unit = space.free_units[5]
+    off = next(w for w in range(1, unit.max) if w not in unit.options)
+    with pytest.raises(ConfigError, match=f"target 0 of x.json: width {off} for unit '{unit.name}' is not an option"):
+        search_target_config({"config": {**good, unit.name: off}}, space, "target 0 of x.json")

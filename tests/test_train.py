@@ -13,7 +13,7 @@ from autoslim_hw.train import (TrainSettings, config_rng, learning_rate, sandwic
                                soft_cross_entropy, train)
 
 TINY = dict(data="digits", model="mobilenet_v2_cifar", model_kwargs={"width_mult": 0.35}, input_size=16,
-            batch_size=32, limit=320, eval_batches=2, num_random=1, lr=0.03)  # the demo's sandwich lr
+            batch_size=32, limit=320, eval_batches=2, num_random=1)
 
 
 def test_soft_cross_entropy_is_kl_plus_target_entropy():
@@ -28,6 +28,51 @@ def test_sandwich_has_largest_smallest_and_random():
                                   nn.Flatten(), nn.Linear(16, 4)), input_size=8)
     cfgs = sandwich_configs(net.space, random.Random(0), 3)
     assert cfgs[0] == net.space.largest() and cfgs[1] == net.space.smallest() and len(cfgs) == 5
+
+
+def _levels(space, cfg):
+    """Each unit's width as a fraction of its option range (0: narrowest, 1: widest)."""
+    return [u.options.index(cfg[u.name]) / (len(u.options) - 1) for u in space.free_units if len(u.options) > 1]
+
+
+def test_around_sampling_spans_narrow_to_wide_where_per_unit_clusters():
+    from statistics import mean, pstdev
+
+    from autoslim_hw.models import create_model
+
+    space = create_model("mobilenet_v2_cifar", input_size=32, num_classes=10).space
+    rng = random.Random(0)
+    draw = lambda sampling: [mean(_levels(space, c)) for _ in range(100)  # noqa: E731
+                             for c in sandwich_configs(space, rng, 2, sampling)[2:]]
+    # the mean of ~25 independent uniform levels has a standard deviation of about 0.29 / 5
+    assert pstdev(draw("per-unit")) < 0.1
+    around = draw("around")
+    assert pstdev(around) > 0.2 and min(around) < 0.15 and max(around) > 0.85
+    for cfg in sandwich_configs(space, rng, 20, "uniform")[2:]:  # one level for every unit
+        levels = _levels(space, cfg)
+        assert max(levels) - min(levels) <= 0.5 + 1e-9  # rounding to options of 2-10 choices
+    with pytest.raises(ValueError, match="sampling"):
+        sandwich_configs(space, rng, 1, "mixed")
+
+
+def test_default_batch_lr_warmup_and_epochs_follow_the_documented_rules():
+    from autoslim_hw.train import resolve_defaults
+
+    # digits-sized: 128 -> 64 -> 32 -> 16 (1437 // 32 = 44 steps is under 50; 16 is the floor)
+    s = resolve_defaults(TrainSettings(data="digits"), train_images=1437)
+    assert (s.batch_size, s.epochs) == (16, 40)
+    assert s.lr == pytest.approx(0.14 * (16 / 128) ** 0.5, abs=1e-6)
+    assert s.warmup_epochs == 2.0  # 5% of 40 epochs
+    # CIFAR-10-sized on 2 ranks: 45000 // 256 = 175 steps, so 128 per rank; lr by the total batch
+    s = resolve_defaults(TrainSettings(data="cifar10"), train_images=45000, world_size=2)
+    assert (s.batch_size, s.epochs, s.warmup_epochs) == (128, 30, 1.5)
+    assert s.lr == pytest.approx(0.14 * 2 ** 0.5, abs=1e-6)
+    # retraining one subnet: half the supernet's rate
+    s = resolve_defaults(TrainSettings(data="digits", arch="search.json:0"), train_images=1437)
+    assert s.lr == pytest.approx(0.07 * (16 / 128) ** 0.5, abs=1e-6)
+    # what the user gave stays
+    s = resolve_defaults(TrainSettings(data="cifar10", batch_size=64, lr=0.3, epochs=2, warmup_epochs=0), 45000)
+    assert (s.batch_size, s.lr, s.epochs, s.warmup_epochs) == (64, 0.3, 2, 0)
 
 
 def test_learning_rate_schedule():
@@ -60,17 +105,32 @@ def test_distillation_targets_are_detached():
                                   nn.Linear(16, 4)), input_size=8)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,))
     configs = [net.space.largest(), net.space.smallest()]
-    sandwich_backward(net, net, configs, x, y)
+    sandwich_backward(net, net, configs, x, y, label_weight=0.0)
     got = [p.grad.clone() for p in net.parameters()]
-    # by hand: label loss of the largest + soft loss of the smallest against a constant target
+    # by hand: the mean of the largest's label loss and the smallest's soft loss against a
+    # constant target
     net.zero_grad()
     net.set_config(configs[0])
     teacher = net(x)
     loss = F.cross_entropy(teacher, y)
     net.set_config(configs[1])
-    loss = loss + soft_cross_entropy(net(x), F.softmax(teacher, 1).detach())
+    loss = (loss + soft_cross_entropy(net(x), F.softmax(teacher, 1).detach())) / 2
     loss.backward()
     assert all(torch.allclose(a, b.grad, atol=1e-6) for a, b in zip(got, net.parameters()))
+    # with a label weight w, the student's loss is (1 - w) x soft loss + w x label loss
+    net.zero_grad()
+    sandwich_backward(net, net, configs, x, y, label_weight=0.3)
+    mixed = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    net.set_config(configs[0])
+    teacher = net(x)
+    net.set_config(configs[1])
+    student = net(x)
+    (F.cross_entropy(teacher, y) / 2 + (0.7 * soft_cross_entropy(student, F.softmax(teacher, 1).detach())
+                                        + 0.3 * F.cross_entropy(student, y)) / 2).backward()
+    assert all(torch.allclose(a, b.grad, atol=1e-6) for a, b in zip(mixed, net.parameters()))
+    net.zero_grad()
+    sandwich_backward(net, net, configs, x, y, label_weight=0.0)
     # had the target not been detached, the teacher's weights would get other gradients
     net.zero_grad()
     net.set_config(configs[0])
@@ -138,19 +198,21 @@ def test_bn_recalibration_restores_a_narrow_config(tmp_path):
     assert evaluate(net, val, topk=(1,))["top1"] > stale + 5
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("stop", [3, 5])
+def test_resume_equals_uninterrupted_run(tmp_path, stop):
     small = {**TINY, "limit": 192}  # 5 steps per epoch
     full = tmp_path / "full"
     train(TrainSettings(epochs=2, **small), full, progress=False)
     part = tmp_path / "part"
-    # killed mid-epoch 1 (after 3 of its 5 steps), then resumed to the end
-    stopped = train(TrainSettings(epochs=2, save_every=3, **small), part, progress=False, stop_after_steps=3)
+    # killed mid-epoch 1 (after 3 of its 5 steps), or after its last step but before the epoch's
+    # end (its evaluation and checkpoint), then resumed to the end
+    stopped = train(TrainSettings(epochs=2, save_every=stop, **small), part, progress=False, stop_after_steps=stop)
     assert stopped["stopped"]
-    train(TrainSettings(epochs=2, save_every=3, **small), part, resume=True, progress=False)
+    train(TrainSettings(epochs=2, save_every=stop, **small), part, resume=True, progress=False)
     a, b = _metrics(full / "metrics.jsonl"), _metrics(part / "metrics.jsonl")
     assert len(a) == len(b) == 2
     for rec_a, rec_b in zip(a, b):
-        for key in ("train_loss", "val_top1_largest", "val_top1_smallest"):
+        for key in ("train_loss", "lr", "val_top1_largest", "val_top1_smallest"):
             assert rec_a[key] == pytest.approx(rec_b[key], abs=1e-5), key
     wa = torch.load(full / "supernet.pt", weights_only=True)["model"]
     wb = torch.load(part / "supernet.pt", weights_only=True)["model"]

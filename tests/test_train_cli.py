@@ -27,6 +27,23 @@ def test_eval_prints_accuracy_and_counts(trained):
     assert data["macs"] > 0
 
 
+def test_eval_widths_scores_every_uniform_width_and_random_configs(trained, tmp_path):
+    r = run_cli("eval", "--checkpoint", trained / "supernet.pt", "--widths", "--random", "2", "--calib-batches",
+                "2", "--plot", tmp_path / "w.png", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    prof = json.loads(r.stdout)
+    kinds = [row["kind"] for row in prof["rows"]]
+    assert kinds.count("around") == kinds.count("per-unit") == 2
+    uniform = [row for row in prof["rows"] if row["kind"] == "uniform"]
+    assert uniform[0]["name"] == "0.15x" and uniform[-1]["name"] == "1.50x"
+    assert [u["macs"] for u in uniform] == sorted(u["macs"] for u in uniform)  # narrow to wide
+    # the largest fall, by its definition: the largest drop from any narrower width to a wider one
+    top = [u["top1"] for u in uniform]
+    want = max([0.0] + [top[i] - top[j] for i in range(len(top)) for j in range(i + 1, len(top))])
+    assert prof["largest_fall"] == pytest.approx(want)
+    assert (tmp_path / "w.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_retrain_searched_arch_from_scratch(trained, tmp_path):
     from autoslim_hw.models import create_model
 

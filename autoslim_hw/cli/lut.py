@@ -76,12 +76,14 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
     from ..lookup_tables import LatencyTable
     from ..profilers.latency import STATISTIC_TEXT
 
-    t = LatencyTable.load(lut)
+    t = LatencyTable.load(lut).require_entries(lut)
     md = t.metadata
-    cpu = md["cpu_model"] + (f", {md['cpu_id']}" if md.get("cpu_id") else "")
-    console.print(f"device {md['device']['name']} ({cpu}), {md['runtime']} {md['runtime_version']}, "
-                  f"{md['threads']} thread(s), created {md['created']} by autoslim-hw {md['tool_version']}")
-    console.print(f"{len(t.entries)} signatures; models: {', '.join(m['key'] for m in md['models'])}; latencies: "
+    cpu = md.get("cpu_model", "?") + (f", {md['cpu_id']}" if md.get("cpu_id") else "")
+    console.print(f"device {md['device']['name']} ({cpu}), {md['runtime']} {md.get('runtime_version', '?')}, "
+                  f"{md.get('threads', '?')} thread(s), created {md.get('created', '?')} by autoslim-hw "
+                  f"{md.get('tool_version', '?')}")
+    models = ", ".join(m.get("key", "?") for m in md.get("models", [])) or "none recorded"
+    console.print(f"{len(t.entries)} signatures; models: {models}; latencies: "
                   + STATISTIC_TEXT[t.statistic])
     for key, cal in t.calibrations.items():
         timed = f", each timed in {cal['settings']['rounds']} rounds" if "settings" in cal else ""

@@ -34,6 +34,11 @@ def _search(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted search (or extend one to new targets).")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted search in --out and start over.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every candidate from the input (slower, same result).")] = False,
+    exact: Annotated[bool, typer.Option(
+        "--exact", help="The paper's step: every candidate scored in float32, one unit slimmed per step. "
+                        "Without it a step re-scores only the promising candidates, slims several units while "
+                        "far from every target, and computes in bfloat16 where the CPU does so natively: "
+                        "many times faster, within the exact search's noise (benchmarks/RESULTS.md).")] = False,
     profile_missing: Annotated[bool, typer.Option("--profile-missing", help="Build the lookup table when none is found.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use a table of another device, runtime or model.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the selected targets as JSON.")] = False,
@@ -44,6 +49,11 @@ def _search(
 
     Targets: repeat an option for several targets; options given once apply to every target
     (`--latency-ms 8 --latency-ms 5 --params 1M` = two targets, each also under 1M params).
+
+    Time: a step costs one forward pass of the search images per candidate scored. The default
+    policy scores a quarter of the candidates a step and slims up to a third of the units at once
+    until the config nears a target, so a search takes minutes where `--exact` takes an hour.
+    It sets its own thread count; torchrun splits the candidates across processes.
 
     Examples:
 
@@ -64,7 +74,8 @@ def _search(
         run = run_search(targets, checkpoint, lut=lut, device=device, runtime=runtime, criterion=criterion, bn=bn,
                          batch_size=batch_size, batches=batches, data_dir=data_dir, out=out, resume=resume,
                          restart=restart, cache=not no_cache, profile_missing=profile_missing,
-                         allow_mismatch=allow_mismatch, log=bar.log, on_start=bar.start, on_step=bar.step)
+                         allow_mismatch=allow_mismatch, exact=exact, log=bar.log, on_start=bar.start,
+                         on_step=bar.step)
     except KeyboardInterrupt:
         bar.stop()
         typer.echo(f"interrupted; the steps so far are in {bar.out or out or 'the result file'}: run the same "
@@ -81,10 +92,12 @@ def _search(
 
 
 class _Progress:
-    """The search's progress bar (quiet under --json and on ranks other than the first)."""
+    """The search's progress: each step's time, the distance to the strictest target in its own
+    unit, and an ETA (quiet under --json and on ranks other than the first)."""
 
     def __init__(self, quiet: bool, targets: list):
         self.quiet, self.targets, self.bar, self.task, self.out = quiet, targets, None, None, None
+        self.first, self.started, self.last = None, None, None
 
     def log(self, text: str) -> None:
         if not self.quiet:
@@ -94,25 +107,47 @@ class _Progress:
         self.out = out
         if self.quiet:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         console.print(f"searching {supernet.spec.arch} on {images} held-out images; "
                       + ("; ".join(t.describe() for t in self.targets) or "no target: the whole trajectory"),
                       soft_wrap=True)
-        space = supernet.space
-        total = sum(u.options.index(u.max) for u in space.free_units) + 1  # every step of a full pass
-        self.bar = Progress(TextColumn("searching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[status]}"), console=console)
+        self.bar = Progress(TextColumn("searching"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                            TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)
         self.bar.start()
-        self.task = self.bar.add_task("search", total=total, completed=done, status="")
+        self.task = self.bar.add_task("search", total=1.0, completed=0.0, status="")
 
     def step(self, step: dict) -> None:
+        import math
+        import time
+
+        from ..search.costs import format_cost
+
         if self.bar is None:
             return
-        lat = "" if step["latency_ms"] is None else f" {step['latency_ms']:.2f} ms"
-        self.bar.update(self.task, completed=step["step"] + 1,
-                        status=f"top-1 {step['accuracy']:.1f}%{lat} {step['macs'] / 1e6:.1f}M MACs "
-                               f"(slimmed {step['unit']})")
+        now = time.perf_counter()
+        if self.first is None:
+            self.first, self.started = step, now
+        took = "" if self.last is None else f"{now - self.last:.1f}s/step, "
+        self.last = now
+        # the binding constraint of the strictest unmet target: furthest to go in log cost
+        todo = [(math.log(step[k] / lim), k, lim) for t in self.targets if not t.met_by(step)
+                for k, lim in [max(t.constraints, key=lambda c: step[c[0]] / c[1])] if step[k] is not None]
+        if not todo:
+            self.bar.update(self.task, completed=1.0, status=f"step {step['step']}: every target met")
+            return
+        _, kind, limit = max(todo)
+        start = self.first[kind]
+        done = 0.0 if start <= limit else min(1.0, math.log(start / step[kind]) / math.log(start / limit))
+        eta = ""
+        if done > 0.02 and self.started is not None:
+            left = (now - self.started) * (1 - done) / done
+            eta = f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+        units = step.get("units") or [step["unit"]]
+        self.bar.update(self.task, completed=done,
+                        status=f"step {step['step']}: {took}top-1 {step['accuracy']:.1f}%, {COSTS[kind].label} "
+                               f"{format_cost(kind, step[kind])} (target {format_cost(kind, limit)}){eta}; "
+                               f"slimmed {len(units)} unit{'s' if len(units) > 1 else ''}")
 
     def stop(self) -> None:
         if self.bar is not None:

@@ -81,6 +81,9 @@ def folder_classes(folder: Path) -> list[str]:
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
     if not classes:
         raise DataError(f"{folder} holds no class folders; {layout}")
+    if len(classes) < 2:
+        raise DataError(f"{folder} holds one class folder ({classes[0]}); a classifier needs at least 2 classes: "
+                        f"{layout}")
     return classes
 
 

@@ -63,11 +63,33 @@ def _read_folder(folder: Path):
     return _stack(items, str(folder))
 
 
+# What a CIFAR-10 python batch is made of: plain containers and strings (no global at all),
+# and numpy arrays. Nothing else may be built while reading one: a pickle can call any
+# importable function, so a data folder from an untrusted source could otherwise run code.
+_BATCH_GLOBALS = {(f"numpy{core}.{module}", name) for core in ("._core", ".core")
+                  for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
+_BATCH_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # encode: bytes, protocol 2
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _BATCH_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing {module}.{name}: a CIFAR-10 batch holds only arrays, "
+                                         "lists and strings")
+        return super().find_class(module, name)
+
+
+def load_batch(f) -> dict:
+    """One CIFAR-10 python batch (torchvision's files; pickle is their format), read with only
+    numpy arrays and plain containers allowed."""
+    return _BatchUnpickler(f, encoding="latin1").load()
+
+
 def _read_batches(folder: Path):
     def read(name):
         try:
-            with open(folder / name, "rb") as f:  # torchvision's own files; pickle is their format
-                d = pickle.load(f, encoding="latin1")
+            with open(folder / name, "rb") as f:
+                d = load_batch(f)
             return torch.from_numpy(np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32)), torch.tensor(d["labels"])
         except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
             raise DataError(f"cannot read {folder / name}: {exc}") from exc

@@ -50,15 +50,7 @@ def sample_configs(supernet: Supernet, n: int, seed: int = 0) -> list:
     for attempt in range(50 * n):  # distinct configs while the space has them
         if len(configs) >= n:
             break
-        if attempt % 2:
-            cfg = space.sample(rng)
-        else:
-            level = rng.random()
-            widths = {}
-            for u in space.free_units:
-                i = round(level * (len(u.options) - 1) + rng.gauss(0, 1.5))
-                widths[u.name] = u.options[min(max(i, 0), len(u.options) - 1)]
-            cfg = ChannelConfig(widths)
+        cfg = space.sample(rng) if attempt % 2 else space.sample_around(rng)
         if cfg not in configs:
             configs.append(cfg)
     return configs[:n]

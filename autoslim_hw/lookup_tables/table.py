@@ -18,8 +18,8 @@ from .._io import atomic_write_json, read_tagged
 from ..errors import UserError
 from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
-from ..profilers.latency import STATISTICS
 from .calibration import apply_calibration, weights_mb
+from .schema import check_table
 from .signatures import DeployedOp, Signature, config_signatures, deployed_ops, op_group, OP_GROUPS
 
 # 2: an entry's latency is "ms", in the statistic the metadata names ("latency_statistic": min, p10
@@ -69,22 +69,24 @@ class LatencyTable:
                            versions=(1, SCHEMA_VERSION), version_key="schema_version", gz=True)
         version = data["schema_version"]
         metadata, entries = data.get("metadata"), data.get("entries", {})
-        try:
-            if version == 1:  # medians under other names
+        if version == 1 and isinstance(metadata, dict) and isinstance(entries, dict):  # medians under other names
+            try:
                 metadata = {**metadata, "latency_statistic": "median"}
                 entries = {k: {"sig": e["sig"], "ms": e["median_ms"], "p10_ms": e["p10_ms"], "p90_ms": e["p90_ms"],
                                "passes_ms": e.get("passes_ms", [e["median_ms"]])} for k, e in entries.items()}
-            bad = next((k for k, e in entries.items() if not isinstance(e["ms"], (int, float)) or "sig" not in e), None)
-        except (KeyError, TypeError, AttributeError):
-            bad = "?"
-        if not isinstance(metadata, dict) or bad is not None:
-            what = f"entry {bad!r}" if bad not in (None, "?") else "its metadata or an entry"
-            raise UserError(f"{path} is a corrupt lookup table ({what} malformed); "
-                            "rebuild it with `autoslim-hw profile`")
-        if metadata.get("latency_statistic") not in STATISTICS:
-            raise UserError(f"{path} names no known latency statistic ({metadata.get('latency_statistic')!r}; "
-                            f"known: {', '.join(STATISTICS)}); rebuild it with `autoslim-hw profile`")
+            except (KeyError, TypeError):
+                raise UserError(f"{path} is a corrupt lookup table (an entry malformed); rebuild it with "
+                                "`autoslim-hw profile`") from None
+        check_table({**data, "metadata": metadata, "entries": entries}, path)
         return cls(metadata, entries, data.get("calibrations", {}))
+
+    def require_entries(self, path) -> "LatencyTable":
+        """This table, or a UserError when it holds no measurement (a profile killed before its
+        first save, or an emptied file): nothing can be predicted from it."""
+        if not self.entries:
+            raise UserError(f"lookup table {path} holds no measurements; build it with `autoslim-hw profile` "
+                            "(or finish it with `autoslim-hw profile --resume`)")
+        return self
 
     @property
     def statistic(self) -> str:

@@ -190,6 +190,17 @@ class ChannelSpace:
         """Each unit's width drawn independently from its options (nonuniform)."""
         return ChannelConfig({u.name: rng.choice(u.options) for u in self.free_units})
 
+    def sample_around(self, rng: random.Random, spread: float = 1.5) -> ChannelConfig:
+        """A random overall width, then each unit's option scattered around it (`spread` options,
+        a normal's standard deviation): configs from narrow to wide, as a greedy search passes
+        through, where independent draws (`sample`) cluster around the middle."""
+        level = rng.random()
+        widths = {}
+        for u in self.free_units:
+            i = round(level * (len(u.options) - 1) + rng.gauss(0, spread))
+            widths[u.name] = u.options[min(max(i, 0), len(u.options) - 1)]
+        return ChannelConfig(widths)
+
     def widths(self, config: ChannelConfig) -> dict[str, int]:
         """Width of every unit, fixed ones included."""
         return {u.name: (u.max if u.fixed else config[u.name]) for u in self.units.values()}

@@ -9,6 +9,8 @@ weight; only that rare case gathers with an index tensor.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -179,3 +181,24 @@ class SlimmableBatchNorm1d(_SlimmableBatchNorm, nn.BatchNorm1d):
 
 
 SLIMMABLE_TYPES = (SlimmableConv2d, SlimmableLinear, SlimmableBatchNorm2d, SlimmableBatchNorm1d)
+
+
+def _channels_last_input(module, args):
+    x = args[0]
+    if x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last):
+        return (x.contiguous(memory_format=torch.channels_last), *args[1:])
+    return None
+
+
+@contextlib.contextmanager
+def channels_last_inputs(model: nn.Module):
+    """Every convolution of `model` reads its input in channels-last layout while inside: oneDNN's
+    CPU kernels run faster on it (the sums come in another order: results agree to rounding). A
+    hook does it, not the input's layout alone, because a one-channel image has no layout to keep."""
+    handles = [m.register_forward_pre_hook(_channels_last_input) for m in model.modules()
+               if isinstance(m, nn.Conv2d)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

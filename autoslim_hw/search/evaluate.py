@@ -7,6 +7,7 @@ computed once per step and every candidate restarts from there (`PrefixRunner`).
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 from dataclasses import dataclass
 
@@ -17,7 +18,21 @@ from torch import fx
 from ..errors import UserError
 from ..nn.batchnorm import batch_statistics, recalibrate_bn
 from ..nn.config import ChannelConfig
+from ..nn.layers import channels_last_inputs
 from ..nn.supernet import Supernet
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
+    """Whether bfloat16 convolutions run natively here: a CUDA GPU, or a CPU with AVX512-BF16 or
+    AMX (elsewhere they are emulated, and slower than float32)."""
+    if torch.device(device).type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass
@@ -128,9 +143,13 @@ class Evaluator:
 
     def __init__(self, supernet: Supernet, batches: list[tuple[torch.Tensor, torch.Tensor]],
                  device: torch.device | str = "cpu", cache: bool = True, bn: str = "batch",
-                 calib_loader=None, calib_batches: int = 10):
+                 calib_loader=None, calib_batches: int = 10, precision: str = "fp32",
+                 channels_last: bool = False):
         if bn not in ("batch", "recalibrate"):
             raise UserError(f"--bn must be 'batch' or 'recalibrate', got {bn!r}")
+        if precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision, self.channels_last = precision, channels_last
         if bn == "recalibrate" and calib_loader is None:
             raise ValueError("bn='recalibrate' needs calib_loader")
         self.supernet, self.batches, self.device = supernet, batches, torch.device(device)
@@ -145,10 +164,25 @@ class Evaluator:
 
     @torch.no_grad()
     def scores(self, current: ChannelConfig, candidates: list[tuple[str | None, ChannelConfig]]) -> list[Score]:
-        """Scores of candidates, each (unit slimmed or None, config)."""
+        """Scores of candidates, each (unit slimmed, or a tuple of units, or None; config)."""
         self.evaluated += len(candidates)
-        if self.bn == "recalibrate":
-            return [self._recalibrated(cfg) for _, cfg in candidates]
+        with self._numerics():
+            if self.bn == "recalibrate":
+                return [self._recalibrated(cfg) for _, cfg in candidates]
+            return self._batch_scores(current, candidates)
+
+    @contextlib.contextmanager
+    def _numerics(self):
+        """float32 NCHW (exact), or the fast numerics: activations in channels-last layout and,
+        with precision bf16, convolutions in bfloat16 (autocast)."""
+        with contextlib.ExitStack() as stack:
+            if self.precision == "bf16":
+                stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+            if self.channels_last:
+                stack.enter_context(channels_last_inputs(self.supernet))
+            yield
+
+    def _batch_scores(self, current: ChannelConfig, candidates: list[tuple[str | None, ChannelConfig]]) -> list[Score]:
         out = [Score() for _ in candidates]
         with batch_statistics(self.supernet):
             if not self.cache:
@@ -157,7 +191,7 @@ class Evaluator:
                     for x, y in self.batches:
                         out[k].add(self.supernet(x.to(self.device)), y.to(self.device))
                 return out
-            starts = [self.runner.first_layer.get(unit, 0) if unit else 0 for unit, _ in candidates]
+            starts = [self._start(unit) for unit, _ in candidates]
             for x, y in self.batches:
                 x, y = x.to(self.device), y.to(self.device)
                 self.supernet.set_config(current)
@@ -167,6 +201,12 @@ class Evaluator:
                     logits, _ = self.runner.run(x, starts[k], fronts[starts[k]])
                     out[k].add(logits, y)
         return out
+
+    def _start(self, units: str | tuple[str, ...] | None) -> int:
+        """The first graph node a candidate that slims `units` (one, several or none) changes."""
+        if not units:
+            return 0
+        return min(self.runner.first_layer.get(u, 0) for u in ((units,) if isinstance(units, str) else units))
 
     def _recalibrated(self, config: ChannelConfig) -> Score:
         recalibrate_bn(self.supernet, config, self.calib_loader, self.calib_batches, self.device)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from .._io import atomic_write_json, read_tagged
+from .._schema import FiniteNonNegative, Open, validate
+from ..errors import ConfigError
 from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
 from .costs import COST_KINDS, Target
@@ -45,4 +50,44 @@ def load_result(path: str | os.PathLike) -> dict:
 
         raise UserError(f"{path} is a directory, not a search result; pass the JSON file `autoslim-hw search` "
                         "wrote (search.json)")
-    return read_tagged(path, FORMAT, "search result", "run `autoslim-hw search` first", versions=(VERSION,))
+    data = read_tagged(path, FORMAT, "search result", "run `autoslim-hw search` first", versions=(VERSION,))
+    validate(_ResultFile, data, path, "search result", "rerun `autoslim-hw search` (with --restart)")
+    return data
+
+
+# --- the file's schema: what load_result accepts ------------------------------------------------
+
+Widths = dict[str, Annotated[int, Field(ge=1)]]
+
+
+class _Step(Open):
+    step: Annotated[int, Field(ge=0)]
+    config: Widths
+    accuracy: Annotated[FiniteNonNegative, Field(le=100)]
+    macs: Annotated[int, Field(ge=0)]
+    params: Annotated[int, Field(ge=0)]
+    memory: Annotated[int, Field(ge=0)]
+    latency_ms: FiniteNonNegative | None = None
+
+
+class _Target(Open):
+    constraints: dict[str, FiniteNonNegative]
+    met: bool
+    config: Widths | None = None
+
+
+class _ResultFile(Open):
+    status: str
+    trajectory: list[_Step]
+    targets: list[_Target] = []
+
+
+def search_target_config(entry: dict, space, where: str) -> ChannelConfig:
+    """The config of a search result's target, held to the supernet's width options: a search
+    only visits them, so any other width means the file was edited or belongs to another
+    supernet (`search --resume` refuses it too)."""
+    try:
+        return ChannelConfig.from_dict(entry["config"], space, strict=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}; a search result only holds widths of the supernet's grid, so this "
+                          "file was edited or belongs to another supernet") from None

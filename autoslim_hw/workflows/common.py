@@ -72,9 +72,11 @@ def calibration_loader(splits, seed: int = 0, batch_size: int = 128):
 
 
 def config_from_options(supernet: Supernet, width: float | None = None, channels: Path | None = None,
-                        layers: str | None = None) -> ChannelConfig:
+                        layers: str | None = None, snap: bool = False) -> ChannelConfig:
     """One config from --width (uniform multiplier; default 1.0), --channels (a channel config
-    JSON, or a search result's target entry) or --layers (the AutoSlim releases' list form)."""
+    JSON, or a search result's target entry) or --layers (the AutoSlim releases' list form).
+    With `snap`, --width moves each unit to its nearest width option: the configs a supernet
+    was trained on (1.0x lies between two of the 10 options of 0.15x..1.5x)."""
     given = [x is not None for x in (width, channels, layers)]
     if sum(given) > 1:
         raise UserError("give at most one of --width, --channels and --layers")
@@ -91,7 +93,7 @@ def config_from_options(supernet: Supernet, width: float | None = None, channels
         if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             raise ConfigError("--layers must be a JSON list of integers")
         return supernet.space.from_layer_list(values, strict=False)
-    return supernet.space.uniform(1.0 if width is None else width)
+    return supernet.space.uniform(1.0 if width is None else width, snap=snap)
 
 
 def model_for(model: str = "mobilenet_v2_cifar", input_size: int | None = None, width_mult: float | None = None,

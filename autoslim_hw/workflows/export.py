@@ -22,8 +22,8 @@ from ..profilers.devices import measurement_core
 from ..profilers.latency import summarize, time_runs
 from ..search.costs import describe_constraints
 from ..search.result import FORMAT as SEARCH_FORMAT
-from ..search.result import load_result
-from .._io import file_digest
+from ..search.result import load_result, search_target_config
+from .._io import check_output, file_digest
 from .common import calibration_loader, checkpoint_splits, open_checkpoint
 
 CHECKPOINT_FORMAT = "checkpoint"  # an autoslim-hw "subnet" checkpoint (eval --checkpoint reads it)
@@ -128,7 +128,7 @@ def resolve_export_config(supernet: Supernet, saved_config: ChannelConfig | None
             met = [str(i) for i, t in enumerate(targets) if t.get("met")]
             raise UserError(f"target {target} of {path} ({describe_target(entry)}) was not met by the search; "
                             + (f"met targets: {', '.join(met)}" if met else "no target was met"))
-        config = ChannelConfig.from_dict(entry["config"], supernet.space, strict=False)
+        config = search_target_config(entry, supernet.space, f"target {target} of {path}")
         return config, target, entry, result
     if target is not None:
         raise UserError(f"--target picks a target of a search result, but {path} is a channel config")
@@ -193,6 +193,8 @@ def export_subnet(checkpoint_path: str | os.PathLike, config_source: str | os.Pa
     format, or checkpoint) to `out`, atomically (default: next to the checkpoint)."""
     if fmt not in export_formats():
         raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(export_formats())}")
+    if out is not None:  # before any work
+        check_output(Path(out) / "subnet" if Path(out).is_dir() else out, "file")
     info = build_subnet(checkpoint_path, config_source, target, calib_batches, data_dir)
     suffix = _suffix(fmt)
     name = ("subnet" if info.target is None else f"subnet-target{info.target}") + \

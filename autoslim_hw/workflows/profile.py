@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._io import check_output
 from ..errors import UserError
 from ..lookup_tables import LatencyTable
 from ..lookup_tables.build import build_table
@@ -27,6 +28,7 @@ def profile(supernet: Supernet, device: str = "cpu-1core", runtime: str = "onnxr
     if calibration < 0:
         raise UserError(f"--calibration must be >= 0, got {calibration}")
     out = out or default_table_path(supernet, device, runtime)
+    check_output(out, "file")
     table = build_table(supernet, backend, dev, out, resume=resume,
                         settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds),
                         calibration_samples=calibration, jobs=jobs, passes=passes, recalibrate=recalibrate,

@@ -3,17 +3,18 @@ checkpoint's search split, run the greedy pass (resuming an interrupted one), wr
 file and its plots."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from .._io import file_digest
+from .._io import check_output, file_digest
 from ..distributed import DistInfo, init_distributed, select_device, shutdown
 from ..errors import UserError
 from ..nn.supernet import Supernet
 from ..search.costs import COSTS, CostModel, Target, check_feasible
-from ..search.evaluate import Evaluator
+from ..search.evaluate import Evaluator, bf16_is_fast
 from ..search.greedy import CRITERIA, greedy_search
+from ..search.policy import EXACT, FAST, StepPolicy
 from ..search.result import load_result
 from .common import checkpoint_splits, newest_checkpoint, open_checkpoint
 
@@ -51,7 +52,7 @@ def resolve_table(supernet: Supernet, checkpoint: Path, lut: Path | None, device
                                 f"`{hint}` or pass --profile-missing (or --lut FILE)")
             return None, None
         log(f"lookup table: {lut}")
-    table = LatencyTable.load(lut)
+    table = LatencyTable.load(lut).require_entries(lut)
     md = table.metadata
     table.check_target(device or md["device"]["name"], runtime or md["runtime"], allow_mismatch)
     check_table_model(table, supernet, lut, hint, allow_mismatch)
@@ -112,6 +113,17 @@ def drop_per_cost_kind(targets: list[Target], has_table: bool) -> str:
     return kinds[0] if kinds else ("latency_ms" if has_table else "macs")
 
 
+def search_policy(exact: bool, device) -> StepPolicy:
+    """The paper's exact step, or the fast one, with bfloat16 only where it runs natively
+    (elsewhere it is emulated and slower than float32)."""
+    if exact:
+        return EXACT
+    policy = FAST
+    if policy.precision == "bf16" and not bf16_is_fast(device):
+        policy = replace(policy, precision="fp32")
+    return policy
+
+
 @dataclass
 class SearchRun:
     result: dict
@@ -126,13 +138,16 @@ def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Pa
                device: str | None = None, runtime: str | None = None, criterion: str = "drop", bn: str = "batch",
                batch_size: int = 2048, batches: int | None = None, data_dir: str | None = None,
                out: Path | None = None, resume: bool = False, restart: bool = False, cache: bool = True,
-               profile_missing: bool = False, allow_mismatch: bool = False,
+               profile_missing: bool = False, allow_mismatch: bool = False, exact: bool = False,
+               policy: StepPolicy | None = None,
                log: Callable[[str], None] = print, on_start: Callable[[Supernet, int, int, Path], None] | None = None,
                on_step: Callable[[dict], None] | None = None, plots: bool = True) -> SearchRun:
     """Greedy slimming of a checkpoint's supernet until every target is met; the result is written
     to `out` (default: search.json next to the checkpoint) after every step. `on_start(supernet,
     steps done, images, result file)` and `on_step(step record)` report progress; `log` gets one-line notes.
-    Under torchrun every rank scores its share of the candidates."""
+    `exact`: the paper's step (every candidate scored in float32, one unit per step); by default
+    the faster policy of search.policy (`policy` gives another). Under torchrun every rank scores
+    its share of the candidates."""
     if criterion not in CRITERIA:  # before loading anything
         raise UserError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     if bn not in BN_MODES:
@@ -155,6 +170,9 @@ def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Pa
 
     settings = loaded.settings
     out = Path(out) if out is not None else checkpoint.parent / "search.json"
+    if not out.is_dir():  # previous_run says what a directory should be instead
+        check_output(out, "file")
+    policy = policy or search_policy(exact, select_device(info))
     header = {
         "model": supernet.spec.to_dict(),
         "checkpoint": {"path": str(checkpoint), "sha256": file_digest(checkpoint)},
@@ -163,7 +181,8 @@ def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Pa
                                            "runtime": table.metadata["runtime"]},
         "settings": {"criterion": criterion, "cost": cost_kind, "bn": bn, "batch_size": batch_size,
                      "batches": batches, "data": settings.get("data", "digits"),
-                     "search_size": settings.get("search_size", 0.1), "seed": settings.get("seed", 0)},
+                     "search_size": settings.get("search_size", 0.1), "seed": settings.get("seed", 0),
+                     "policy": policy.to_dict()},
     }
     previous = previous_run(out, header, resume, restart)
 
@@ -175,13 +194,14 @@ def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Pa
     data = [b for _, b in zip(range(batches or len(loader)), loader)]
     calib = recalibration_loader(splits.train_eval, settings.get("seed", 0)) if bn == "recalibrate" else None
     supernet.to(dev)
-    evaluator = Evaluator(supernet, data, dev, cache=cache, bn=bn, calib_loader=calib)
+    evaluator = Evaluator(supernet, data, dev, cache=cache, bn=bn, calib_loader=calib, precision=policy.precision,
+                          channels_last=policy.channels_last)
     images = sum(len(y) for _, y in data)
     if on_start is not None and info.is_main:
         on_start(supernet, len(previous["trajectory"]) if previous else 0, images, out)
     try:
         result = greedy_search(supernet, evaluator, costs, targets, out, header, criterion, cost_kind, previous,
-                               info.rank, info.world_size, on_step=on_step if info.is_main else None)
+                               info.rank, info.world_size, on_step=on_step if info.is_main else None, policy=policy)
         if plots and info.is_main:
             from .plots import search_plots
 

@@ -7,7 +7,7 @@ from .._io import read_text
 from ..errors import UserError
 from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
-from ..search.result import load_result
+from ..search.result import load_result, search_target_config
 from ..train import TrainSettings, train
 
 
@@ -31,7 +31,7 @@ def read_arch(path: str, supernet: Supernet) -> ChannelConfig:
             target = 0
         if target not in met:
             raise UserError(f"--arch {path}:{target}: no such met target (met: {', '.join(map(str, met)) or 'none'})")
-        return ChannelConfig.from_dict(targets[target]["config"], supernet.space, strict=False)
+        return search_target_config(targets[target], supernet.space, f"--arch {path}:{target}")
     return ChannelConfig.from_json(text, supernet.space, strict=False)
 
 

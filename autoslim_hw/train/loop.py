@@ -14,15 +14,11 @@ config is evaluated.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import os
-import random
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,94 +27,29 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import DistInfo, init_distributed, select_device
-from .errors import UserError
-from .nn.batchnorm import recalibrate_bn
-from .nn.config import ChannelConfig
-from .nn.evaluate import evaluate, evaluate_config, topk_for
-from .nn.materialize import materialize
-from .nn.supernet import Supernet
+from .._io import check_output
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..distributed import DistInfo, init_distributed, select_device
+from ..errors import UserError
+from ..nn.batchnorm import recalibrate_bn
+from ..nn.config import ChannelConfig
+from ..nn.evaluate import evaluate, evaluate_config, topk_for
+from ..nn.layers import channels_last_inputs
+from ..nn.materialize import materialize
+from ..nn.supernet import Supernet
+from .recipe import (TrainSettings, autocast, config_rng, learning_rate, make_optimizer, resolve_defaults,
+                     sandwich_backward, sandwich_configs)
 
 log = logging.getLogger("autoslim_hw.train")
 
-
-@dataclass
-class TrainSettings:
-    data: str = "digits"
-    data_dir: str | None = None
-    model: str = "mobilenet_v2_cifar"
-    width_max: float = 1.5
-    groups: int = 10
-    input_size: int | None = None
-    model_kwargs: dict = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 4e-5
-    schedule: str = "cosine"  # cosine | linear
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    num_random: int = 2
-    distill: bool = True
-    seed: int = 0
-    save_every: int = 0  # steps; 0 = once per epoch
-    limit: int | None = None
-    search_size: float = 0.1
-    eval_batches: int = 20  # BN recalibration batches
-    arch: str | None = None  # where the retrained subnet's config came from (retraining: no sandwich)
-    workers: int = 0
-    amp: bool = True  # CUDA only
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# --- optimization ------------------------------------------------------------------------
-
-def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.SGD:
-    """SGD with momentum; no weight decay on BN parameters and biases (1-D tensors)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.dim() <= 1 else decay).append(p)
-    return torch.optim.SGD([{"params": decay, "weight_decay": s.weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}],
-                           lr=s.lr, momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0)
-
-
-def learning_rate(s: TrainSettings, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Linear warm-up, then cosine or linear decay to zero: a pure function of the step,
-    so resuming needs no scheduler state."""
-    warmup = int(s.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return s.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    if s.schedule == "linear":
-        return s.lr * (1.0 - progress)
-    return 0.5 * s.lr * (1.0 + math.cos(math.pi * progress))
-
-
-def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against soft targets: the inplace-distillation loss."""
-    return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-
-
-def sandwich_configs(space, rng: random.Random, num_random: int) -> list[ChannelConfig]:
-    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(num_random)]
-
-
-# --- the loop ----------------------------------------------------------------------------
 
 class _Run:
     """State of one training run: model, data, optimizer, progress, files."""
 
     def __init__(self, s: TrainSettings, out: Path, resume: bool, info: DistInfo, progress: bool,
                  arch: "ChannelConfig | Callable[[Supernet], ChannelConfig] | None"):
-        from .data import dataset_info, load_splits, make_loader
-        from .models import create_model
+        from ..data import dataset_info, load_splits, make_loader
+        from ..models import create_model
 
         self.s, self.out, self.info, self.progress = s, out, info, progress
         self.device = select_device(info)
@@ -132,13 +63,16 @@ class _Run:
             if (saved.model, saved.data, saved.arch) != (s.model, s.data, s.arch):
                 raise UserError(f"--resume: {self.checkpoint_path} was trained with --model {saved.model} --data "
                                 f"{saved.data}; pass the same options or another --out")
-            saved.epochs, saved.save_every = s.epochs, s.save_every  # the only things a resume may change
+            # the only things a resume may change
+            saved.epochs = s.epochs if s.epochs is not None else saved.epochs
+            saved.save_every = s.save_every
             self.s = s = saved
 
         info_d = dataset_info(s.data)
         input_size = s.input_size or (32 if info_d.native_size <= 32 else 224)
         self.splits = load_splits(s.data, data_dir=s.data_dir, input_size=input_size,
                                   search_size=s.search_size, seed=s.seed, limit=s.limit)
+        self.s = s = resolve_defaults(s, len(self.splits.train), info.world_size)
         torch.manual_seed(s.seed)  # the same initial weights on every rank and every rerun
         self.supernet = create_model(s.model, width_max=s.width_max, groups=s.groups,
                                      num_classes=info_d.num_classes, input_size=input_size,
@@ -204,7 +138,9 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch, "step": self.step,
             "settings": self.s.to_dict(),
-            "rng": {"torch": torch.get_rng_state(), "python": list(self.py_rng.getstate()[1])},
+            # the Mersenne Twister's words, and the second normal deviate random.gauss keeps
+            "rng": {"torch": torch.get_rng_state(), "python": list(self.py_rng.getstate()[1]),
+                    "python_gauss": self.py_rng.getstate()[2]},
             "epoch_losses": list(self.epoch_losses),
         }
         save_checkpoint(path or self.checkpoint_path, payload)
@@ -213,7 +149,7 @@ class _Run:
         """Mid-epoch resume: continue both random streams exactly where they were."""
         state = self.rng_state
         torch.set_rng_state(state["torch"])
-        self.py_rng.setstate((3, tuple(state["python"]), None))
+        self.py_rng.setstate((3, tuple(state["python"]), state.get("python_gauss")))
 
 
 def _log_json(path: Path, record: dict) -> None:
@@ -227,8 +163,9 @@ def train(s: TrainSettings, out: str | os.PathLike, resume: bool = False, progre
     """Train a supernet (or, with `arch`, that subnet from scratch: a config, or a function of the
     built supernet that gives it; `s.arch` names where it came from) into `out`. Returns the last metrics. `stop_after_steps` ends the run early after
     saving (used to test resuming)."""
-    info = init_distributed()
     out = Path(out)
+    check_output(out, "directory")  # before any work
+    info = init_distributed()
     run = _Run(s, out, resume, info, progress, arch)
     s = run.s
     if info.is_main:
@@ -242,6 +179,8 @@ def train(s: TrainSettings, out: str | os.PathLike, resume: bool = False, progre
     total_steps = s.epochs * run.steps_per_epoch
     metrics: dict = {}
     amp = s.amp and run.device.type == "cuda"
+    layout = channels_last_inputs(run.model)  # oneDNN's convolutions run faster on it
+    layout.__enter__()
     try:
         while run.epoch < s.epochs:
             epoch = run.epoch
@@ -266,6 +205,7 @@ def train(s: TrainSettings, out: str | os.PathLike, resume: bool = False, progre
                 log.info("epoch %d: %s", run.epoch, json.dumps(metrics))
             run.save()
     finally:
+        layout.__exit__(None, None, None)
         if info.world_size > 1 and dist.is_initialized():
             dist.barrier()
         if info.is_main:
@@ -309,7 +249,9 @@ def _train_epoch(run: _Run, loader, epoch: int, start_step: int, total_steps: in
                 run.save()
                 return {"stopped": True, "step": run.step}
     metrics = {"step": run.step, "train_loss": sum(losses) / max(len(losses), 1),
-               "images_per_s": seen / (time.perf_counter() - t0), "lr": lr if seen else 0.0}
+               "images_per_s": seen / (time.perf_counter() - t0),
+               # the last step's rate, also when a resume found this epoch's steps all done
+               "lr": learning_rate(s, max(run.step - 1, 0), total_steps, run.steps_per_epoch)}
     run.epoch_losses = []
     return metrics
 
@@ -327,51 +269,16 @@ def _rank_agreement(run: _Run) -> dict:
             "distinct_rank_configs": len({int(c) for c in all_c}) == len(all_c)}
 
 
-def _autocast(amp: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-
-
-def sandwich_backward(supernet: Supernet, forward, configs: list[ChannelConfig], x, y, distill: bool = True,
-                      label_smoothing: float = 0.0, amp: bool = False, no_sync=None) -> float:
-    """Backward of every config of one sandwich step, gradients accumulated.
-
-    configs[0] (the largest) learns from the labels; the others learn from its softmax,
-    detached, so the distillation loss never pushes the teacher. `no_sync` (DDP's) skips
-    the all-reduce on all but the last backward. Returns the mean loss."""
-    total, soft = 0.0, None
-    for i, cfg in enumerate(configs):
-        supernet.set_config(cfg)
-        last = i == len(configs) - 1
-        with (contextlib.nullcontext() if last or no_sync is None else no_sync()):
-            with _autocast(amp):
-                logits = forward(x)
-                if i == 0 or not distill:
-                    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-                else:
-                    loss = soft_cross_entropy(logits.float(), soft)
-            if i == 0:
-                soft = F.softmax(logits.detach().float(), dim=1)
-            loss.backward()
-        total += loss.item()
-    supernet.set_config(supernet.space.largest())
-    return total / len(configs)
-
-
-def config_rng(seed: int, epoch: int, rank: int) -> random.Random:
-    """Config sampling stream of one (epoch, rank): ranks differ, reruns repeat."""
-    return random.Random(f"{seed}-{epoch}-{rank}")
-
-
 def _sandwich_step(run: _Run, ddp, x, y, amp: bool) -> float:
     s = run.s
-    configs = sandwich_configs(run.supernet.space, run.py_rng, s.num_random)
+    configs = sandwich_configs(run.supernet.space, run.py_rng, s.num_random, s.sampling)
     run.last_config_digest = zlib.crc32(json.dumps([dict(c) for c in configs[2:]]).encode())
     return sandwich_backward(run.supernet, ddp, configs, x, y, s.distill, s.label_smoothing, amp,
-                             getattr(ddp, "no_sync", None))
+                             getattr(ddp, "no_sync", None), s.label_weight)
 
 
 def _plain_step(ddp, x, y, s: TrainSettings, amp: bool) -> float:
-    with _autocast(amp):
+    with autocast(amp):
         loss = F.cross_entropy(ddp(x), y, label_smoothing=s.label_smoothing)
     loss.backward()
     return loss.item()
@@ -391,6 +298,3 @@ def _epoch_eval(run: _Run) -> dict:
         out[f"val_top1_{name}"] = res["top1"]
     run.supernet.set_config(run.supernet.space.largest())
     return out
-
-
-__all__ = ["TrainSettings", "train", "sandwich_backward", "sandwich_configs", "learning_rate"]
