@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field
 
 from .._io import atomic_write_json, read_tagged
-from .._schema import FiniteNonNegative, Open, validate
+from .._schema import Finite, FiniteNonNegative, Open, validate
 from ..errors import ConfigError
 from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
@@ -60,8 +60,15 @@ def load_result(path: str | os.PathLike) -> dict:
 Widths = dict[str, Annotated[int, Field(ge=1)]]
 
 
+class _Score(Open):  # exact counts: a resumed search compares candidates with them
+    correct: Annotated[int, Field(ge=0)]
+    total: Annotated[int, Field(ge=1)]
+    loss_sum: Finite
+
+
 class _Step(Open):
     step: Annotated[int, Field(ge=0)]
+    score: _Score
     config: Widths
     accuracy: Annotated[FiniteNonNegative, Field(le=100)]
     macs: Annotated[int, Field(ge=0)]
@@ -79,7 +86,7 @@ class _Target(Open):
 class _ResultFile(Open):
     status: str
     trajectory: list[_Step]
-    targets: list[_Target] = []
+    targets: list[_Target]
 
 
 def search_target_config(entry: dict, space, where: str) -> ChannelConfig:
