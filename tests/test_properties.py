@@ -84,13 +84,9 @@ def paths_of(value, prefix=()):
             yield from paths_of(v, prefix + (i,))
 
 
-@SETTINGS
-@given(data=st.data())
-def test_table_with_any_field_changed_loads_or_is_refused(table_file, data, tmp_path):
-    from autoslim_hw.lookup_tables.table import LatencyTable
-
-    net, good = table_file
-    paths = sorted(paths_of(good), key=str)
+def damage(data, good, paths):
+    """A copy of the JSON value `good` with the value at one drawn key path replaced by a drawn
+    JSON value, or deleted; returns (path, new value or "<delete>", the copy)."""
     path = data.draw(st.sampled_from(paths))
     new = data.draw(st.one_of(json_values, st.just("<delete>")))
     damaged = json.loads(json.dumps(good))
@@ -101,6 +97,17 @@ def test_table_with_any_field_changed_loads_or_is_refused(table_file, data, tmp_
         del parent[path[-1]]
     else:
         parent[path[-1]] = new
+    return path, new, damaged
+
+
+@SETTINGS
+@given(data=st.data())
+def test_table_with_any_field_changed_loads_or_is_refused(table_file, data, tmp_path):
+    from autoslim_hw.lookup_tables.table import LatencyTable
+
+    net, good = table_file
+    paths = sorted(paths_of(good), key=str)
+    path, new, damaged = damage(data, good, paths)
     f = tmp_path / "damaged.json"
     f.write_text(json.dumps(damaged))
     try:
@@ -146,16 +153,7 @@ GOOD_RESULT = {
 def test_search_result_with_any_field_changed_loads_or_is_refused(data, tmp_path):
     from autoslim_hw.search.result import load_result
 
-    path = data.draw(st.sampled_from(sorted(paths_of(GOOD_RESULT), key=str)))
-    new = data.draw(st.one_of(json_values, st.just("<delete>")))
-    damaged = json.loads(json.dumps(GOOD_RESULT))
-    parent = damaged
-    for key in path[:-1]:
-        parent = parent[key]
-    if new == "<delete>":
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = new
+    path, new, damaged = damage(data, GOOD_RESULT, sorted(paths_of(GOOD_RESULT), key=str))
     f = tmp_path / "result.json"
     f.write_text(json.dumps(damaged))
     try:

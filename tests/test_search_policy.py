@@ -129,16 +129,22 @@ def test_picks_are_never_made_on_an_old_score():
         assert b["unit"] in scored, f"step {i + 1} slimmed {b['unit']} on an old score"
 
 
-def test_exact_policy_is_the_papers_rule_bit_for_bit():
-    """Three steps on MobileNetV2-CIFAR (random BN affines, real digits) against a reference
-    written from the rule: every unit one option narrower, plain forward with each batch's BN
-    statistics, the smallest accuracy drop, then the smallest loss rise, then the earlier unit."""
+def digits_net(batches: int, batch_size: int):
+    """A 0.25x MobileNetV2-CIFAR with random BN affines (seeded, one thread) and the first
+    `batches` batches of the real digits search split."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
     net = create_model("mobilenet_v2_cifar", input_size=16, width_mult=0.25, in_chans=1, num_classes=10)
     randomize_bn(net, (8, 1, 16, 16))
-    batches = [b for _, b in zip(range(2), make_loader(load_splits("digits", input_size=16).search, 16,
-                                                       shuffle=False))]
+    loader = make_loader(load_splits("digits", input_size=16).search, batch_size, shuffle=False)
+    return net, [b for _, b in zip(range(batches), loader)]
+
+
+def test_exact_policy_is_the_papers_rule_bit_for_bit():
+    """Three steps on MobileNetV2-CIFAR (random BN affines, real digits) against a reference
+    written from the rule: every unit one option narrower, plain forward with each batch's BN
+    statistics, the smallest accuracy drop, then the smallest loss rise, then the earlier unit."""
+    net, batches = digits_net(batches=2, batch_size=16)
     result = S.greedy_search(net, S.Evaluator(net, batches), S.CostModel(net), [], max_steps=3, policy=EXACT)
 
     def score(cfg):
@@ -168,12 +174,7 @@ def test_exact_policy_is_the_papers_rule_bit_for_bit():
 
 
 def test_resumed_fast_search_equals_the_uninterrupted_one(tmp_path):
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    net = create_model("mobilenet_v2_cifar", input_size=16, width_mult=0.25, in_chans=1, num_classes=10)
-    randomize_bn(net, (8, 1, 16, 16))
-    batches = [b for _, b in zip(range(1), make_loader(load_splits("digits", input_size=16).search, 32,
-                                                       shuffle=False))]
+    net, batches = digits_net(batches=1, batch_size=32)
     costs = S.CostModel(net)
     targets = [S.Target.of(macs=0.5 * costs(net.space.largest())["macs"])]
     fast = FAST  # bf16 where native, channels-last: deterministic in one process all the same

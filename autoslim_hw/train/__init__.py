@@ -4,8 +4,11 @@ after Yu & Huang's universally slimmable networks), and plain retraining.
 Each step of supernet training:
 - the largest config learns from the labels;
 - the smallest and `num_random` random nonuniform configs learn from the largest
-  one's (detached) soft predictions;
-- gradients of all of them accumulate, then one optimizer step.
+  one's (detached) soft predictions, mixed with the labels (`label_weight`);
+- their losses are averaged, then one optimizer step.
+
+recipe.py holds the settings, their defaults and what each config learns from; loop.py
+the run: data, checkpoints, resume, evaluation.
 
 Under `torchrun` every rank holds the same weights but samples its random
 configs with its own seed, so one step sees world_size x num_random configs.

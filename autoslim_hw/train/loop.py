@@ -1,17 +1,5 @@
-"""Supernet training with the sandwich rule and inplace distillation (AutoSlim,
-after Yu & Huang's universally slimmable networks), and plain retraining.
-
-Each step of supernet training:
-- the largest config learns from the labels;
-- the smallest and `num_random` random nonuniform configs learn from the largest
-  one's (detached) soft predictions;
-- gradients of all of them accumulate, then one optimizer step.
-
-Under `torchrun` every rank holds the same weights but samples its random
-configs with its own seed, so one step sees world_size x num_random configs.
-BN statistics are shared across widths, hence `recalibrate_bn` before any
-config is evaluated.
-"""
+"""The training run: data, model, optimizer, checkpoints every epoch (and every N steps),
+exact resume, per-epoch evaluation after BN recalibration (see the package's docstring)."""
 from __future__ import annotations
 
 import json
