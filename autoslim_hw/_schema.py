@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import UserError
 
@@ -27,6 +27,9 @@ def _finite_non_negative(v: float) -> float:
 
 Finite = Annotated[float, AfterValidator(_finite)]
 FiniteNonNegative = Annotated[float, AfterValidator(_finite_non_negative)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 class Open(BaseModel):
@@ -35,14 +38,14 @@ class Open(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
-def validate(schema: type[BaseModel], data, path, what: str, fix: str) -> None:
-    """Raise a UserError naming the first field of `data` (the JSON of the file at `path`, a
-    `what`) that breaks `schema`, and `fix`, how to get a good one."""
+def validate(schema: type[BaseModel], data, path, what: str, fix: str, error: type[UserError] = UserError):
+    """The `schema` model of `data` (the JSON of the file at `path`, a `what`); else raise
+    `error` naming the first field that breaks `schema`, and `fix`, how to get a good one."""
     try:
-        schema.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "the top level"
         got = "" if err["type"] == "missing" else f" (got {str(err.get('input'))[:60]!r})"
         msg = err["msg"].removeprefix("Value error, ")
-        raise UserError(f"{path} is not a valid {what}: {where}: {msg}{got}; {fix}") from None
+        raise error(f"{path} is not a valid {what}: {where}: {msg}{got}; {fix}") from None

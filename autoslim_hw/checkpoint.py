@@ -8,17 +8,48 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from ._io import atomic_path
+from ._schema import FiniteNonNegative, NonEmpty, NonNegativeInt, Open, PositiveInt, validate
 from .errors import CheckpointError
 from .nn.config import ChannelConfig
 from .nn.supernet import ModelSpec, Supernet
 
 FORMAT = "autoslim-hw/checkpoint"
 VERSION = 1
+
+
+class _Spec(Open):
+    arch: NonEmpty
+    width_max: Annotated[FiniteNonNegative, Field(gt=0)]
+    groups: PositiveInt
+    divisor: PositiveInt
+    input_size: PositiveInt
+    num_classes: Annotated[int, Field(ge=2)]
+    in_chans: PositiveInt
+    extra: dict = {}
+
+
+class _Metadata(Open):
+    """What a checkpoint says of itself (the weights are checked by loading them)."""
+    kind: Literal["supernet", "subnet"]
+    spec: _Spec
+    config: dict[str, PositiveInt] | None = None
+    model: dict[str, Any]
+    epoch: NonNegativeInt | None = None
+    step: NonNegativeInt | None = None
+    settings: dict | None = None
+
+    @model_validator(mode="after")
+    def _subnet_has_config(self):
+        if self.kind == "subnet" and self.config is None:
+            raise ValueError("a subnet checkpoint needs its channel config")
+        return self
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
@@ -41,6 +72,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
                               "pass the supernet.pt written by `autoslim-hw train`")
     if data.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, this autoslim-hw reads {VERSION}")
+    validate(_Metadata, data, path, "autoslim-hw checkpoint", "it is damaged or was edited: train it again",
+             error=CheckpointError)
     return data
 
 

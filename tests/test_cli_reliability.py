@@ -36,6 +36,20 @@ def files(tmp_path_factory):
     (root / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     torch.save({"conv.weight": torch.zeros(2)}, root / "state_dict.pt")
     (root / "a_folder").mkdir()
+    (root / "device_zero_threads.json").write_text(json.dumps({"name": "board", "description": "x", "threads": 0}))
+    (root / "device_no_name.json").write_text(json.dumps({"description": "a board"}))
+    (root / "config_zero_width.json").write_text(json.dumps({"widths": {"features.0.0": 0}}))
+    (root / "config_text_width.json").write_text(json.dumps({"widths": {"features.0.0": "16"}}))
+    bundle = root / "bundle_escaping"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({
+        "format": "autoslim-hw/bundle", "version": 1, "bundle_id": "b", "model": {"arch": "m", "input_size": 8},
+        "model_key": "k", "runtime": "litert", "benchmark": {"warmup_runs": 1, "num_runs": 5, "warmup_min_secs": 0,
+                                                             "min_secs": 0},
+        "models": [{"file": "../../etc/passwd", "key": "k", "sig": {}}]}))
+    ckpt_data = torch.load(ckpt, weights_only=True)
+    torch.save({**ckpt_data, "kind": "subnet", "config": None}, root / "subnet_without_config.pt")
+    torch.save({**ckpt_data, "spec": {**ckpt_data["spec"], "width_max": 1e300}}, root / "huge_width.pt")
     good = json.loads((root / "lut.json").read_text())
     first = next(iter(good["entries"]))
     for name, edit in {"nan": lambda d: d["entries"][first].update(ms=float("nan")),
@@ -156,6 +170,24 @@ CASES = {
     "export: target out of range": (["export", "--checkpoint", "run/supernet.pt", "--config", "config.json",
                                      "--target", "9"], ["--target"]),
     "demo: unknown dataset": (["demo", "--data", "imagenet22k", "--out", "new_run"], ["imagenet22k"]),
+    # --- files against their schemas ---------------------------------------------------------------
+    "profile: device file with 0 threads": (["profile", "--device", "device_zero_threads.json", "--out", "t.json"],
+                                            ["device_zero_threads.json", "threads"]),
+    "profile: device file without a name": (["profile", "--device", "device_no_name.json", "--out", "t.json"],
+                                            ["device_no_name.json", "name"]),
+    "profile: missing device file": (["profile", "--device", "no_such_device.json"], ["no_such_device.json"]),
+    "eval: config with a 0 width": (["eval", "--checkpoint", "run/supernet.pt", "--channels", "config_zero_width.json"],
+                                    ["config_zero_width.json", "widths.features.0.0"]),
+    "eval: config with a text width": (["eval", "--checkpoint", "run/supernet.pt", "--channels",
+                                        "config_text_width.json"], ["config_text_width.json", "integer"]),
+    "train --arch: config with a 0 width": (["train", "--arch", "config_zero_width.json", "--out", "new_run"],
+                                            ["config_zero_width.json"]),
+    "lut import: manifest naming a file outside": (["lut", "import", "a_folder", "--bundle", "bundle_escaping",
+                                                    "--device", "p", "--out", "t.json"],
+                                                   ["manifest.json", "models.0.file"]),
+    "eval: subnet checkpoint without config": (["eval", "--checkpoint", "subnet_without_config.pt"],
+                                               ["subnet_without_config.pt", "channel config"]),
+    "eval: checkpoint with width_max 1e300": (["eval", "--checkpoint", "huge_width.pt"], ["width_max"]),
 }
 
 

@@ -386,6 +386,36 @@ def test_imagefolder_with_one_class_is_refused(tmp_path):
         load_splits(f"imagefolder:{tmp_path}")
 
 
+def test_imagefolder_skips_unreadable_files_and_counts_them(tmp_path):
+    """A run over a folder with a non-image and a truncated PNG finishes; the summary says how many
+    files it skipped, and the skipped files never reach a batch."""
+    import io
+    import json
+
+    from tests.cli_helpers import run_cli
+
+    rng = np.random.default_rng(3)
+    for split, n in (("train", 12), ("val", 3)):
+        for c in ("ant", "bee"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    (tmp_path / "train" / "ant" / "0.png").write_bytes(b"this is no image")
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(buf, "PNG")
+    (tmp_path / "train" / "bee" / "1.png").write_bytes(buf.getvalue()[:40])  # cut inside the pixel data
+    s = load_splits(f"imagefolder:{tmp_path}", input_size=8, search_size=0)
+    items = [s.train_eval[i] for i in range(len(s.train_eval))]
+    assert len(items) == 24 and all(x.shape == (3, 8, 8) for x, _ in items)
+    assert sorted(Path(p).name for p in s.skipped()) == ["0.png", "1.png"]
+    out = tmp_path / "run"
+    r = run_cli("train", "--data", f"imagefolder:{tmp_path}", "--input-size", "8", "--width-mult", "0.35",
+                "--epochs", "1", "--batch-size", "4", "--out", out, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["skipped_images"] == 2
+    assert "skipped_images=2" in r.stdout and "skipping unreadable image" in r.stderr, (r.stdout, r.stderr)
+
+
 # --- loaders --------------------------------------------------------------------------------
 
 def test_make_loader_order_is_seeded():

@@ -166,3 +166,90 @@ def test_search_result_with_any_field_changed_loads_or_is_refused(data, tmp_path
         assert all(isinstance(w, int) and w >= 1 for w in step["config"].values()), (path, new)
     for target in result["targets"]:
         assert target["config"] is None or all(int(w) >= 1 for w in target["config"].values()), (path, new)
+
+
+GOOD_DEVICE = {"format": "autoslim-hw/device", "version": 1, "name": "my-board", "description": "a board",
+               "kind": "host", "threads": 1, "pin_core": True}
+
+
+@SETTINGS
+@given(data=st.data())
+def test_device_file_with_any_field_changed_loads_or_is_refused(data, tmp_path):
+    from autoslim_hw.profilers.devices import KINDS, get_device
+
+    path, new, damaged = damage(data, GOOD_DEVICE, sorted(paths_of(GOOD_DEVICE), key=str))
+    f = tmp_path / "device.json"
+    f.write_text(json.dumps(damaged))
+    try:
+        dev = get_device(str(f))
+    except UserError:
+        return
+    # what the profiler reads from an accepted file: a name to file tables under, a thread count
+    assert isinstance(dev.name, str) and dev.name, (path, new)
+    assert isinstance(dev.threads, int) and not isinstance(dev.threads, bool) and dev.threads >= 1, (path, new)
+    assert isinstance(dev.pin_core, bool) and dev.kind in KINDS, (path, new)
+
+
+GOOD_MANIFEST = {
+    "format": "autoslim-hw/bundle", "version": 1, "bundle_id": "0123456789ab", "created": "2026-12-06",
+    "model": {"arch": "mobilenet_v2_cifar", "input_size": 8}, "model_key": "k", "runtime": "litert",
+    "benchmark": {"tool": "benchmark_model", "warmup_runs": 2, "num_runs": 5, "warmup_min_secs": 0.0,
+                  "min_secs": 0.0, "num_threads": 1},
+    "models": [{"file": "models/conv-a1b2c3d4.tflite", "key": "conv|3|8", "sig": {"op": "conv"}}],
+    "networks": [{"file": "models/net-val-00.tflite", "role": "validation", "config": {"a": 8},
+                  "signatures": ["conv|3|8"], "weights_mb": 0.01}],
+}
+
+
+@SETTINGS
+@given(data=st.data())
+def test_bundle_manifest_with_any_field_changed_loads_or_is_refused(data, tmp_path):
+    from autoslim_hw.lookup_tables.phone import load_manifest
+
+    path, new, damaged = damage(data, GOOD_MANIFEST, sorted(paths_of(GOOD_MANIFEST), key=str))
+    (tmp_path / "manifest.json").write_text(json.dumps(damaged))
+    try:
+        m = load_manifest(tmp_path)
+    except UserError:
+        return
+    b = m["benchmark"]  # what the device script and the importer read
+    assert isinstance(b["num_runs"], int) and b["num_runs"] >= 1 and b["warmup_runs"] >= 0, (path, new)
+    assert all(math.isfinite(b[k]) and b[k] >= 0 for k in ("min_secs", "warmup_min_secs")), (path, new)
+    files = [e["file"] for e in m["models"]] + [e["file"] for e in m.get("networks", [])]
+    assert m["models"] and all(isinstance(x, str) and x.startswith("models/") and ".." not in x for x in files), \
+        (path, new)
+    assert all(n["role"] in ("calibration", "validation") for n in m.get("networks", [])), (path, new)
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    from autoslim_hw.checkpoint import save_checkpoint
+    from autoslim_hw.models import create_model
+
+    net = create_model("mobilenet_v2_cifar", width_mult=0.35, input_size=16, num_classes=10)
+    path = tmp_path_factory.mktemp("ckpt") / "supernet.pt"
+    save_checkpoint(path, {"kind": "supernet", "spec": net.spec.to_dict(), "config": None,
+                           "model": net.state_dict(), "epoch": 1, "step": 10, "settings": {"data": "digits"}})
+    return path
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_checkpoint_with_any_metadata_changed_loads_or_is_refused(good_checkpoint, data, tmp_path):
+    import torch
+
+    from autoslim_hw.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = torch.load(good_checkpoint, weights_only=True)
+    meta = {k: v for k, v in ckpt.items() if k != "model"}
+    path, new, damaged = damage(data, meta, sorted(paths_of(meta), key=str))
+    f = tmp_path / "damaged.pt"
+    torch.save({**damaged, "model": ckpt["model"]}, f)
+    try:
+        supernet, config, model = model_from_checkpoint(load_checkpoint(f))
+    except UserError:
+        return
+    # an accepted checkpoint rebuilds a network that runs on its input size
+    spec = supernet.spec
+    out = model.eval()(torch.zeros(1, spec.in_chans, spec.input_size, spec.input_size))
+    assert out.shape == (1, spec.num_classes), (path, new)

@@ -27,7 +27,8 @@ def devices_cmd():
 
 
 def profile_cmd(
-    device: Annotated[str, typer.Option(help="Device spec (see `autoslim-hw devices`).")] = "cpu-1core",
+    device: Annotated[str, typer.Option(help="Device: a name of `autoslim-hw devices`, or a device file (PATH.json, "
+                                                 "the same fields).")] = "cpu-1core",
     runtime: Annotated[str, typer.Option(help=" | ".join(f"{e.name} ({e.description})"
                                                          for e in list_backends(profiles=True)))] = "onnxruntime",
     model: Annotated[str, typer.Option(help="Built-in model whose search space to profile.")] = "mobilenet_v2_cifar",
@@ -61,8 +62,10 @@ def profile_cmd(
     from ..workflows.profile import profile
     from ..lookup_tables.discover import default_table_path
 
+    from ..profilers.devices import get_device
+
     supernet = model_for(model, input_size, width_mult, checkpoint)
-    out = out or default_table_path(supernet, device, runtime)
+    out = out or default_table_path(supernet, get_device(device).name, runtime)
     with interrupted_hint(f"the entries measured so far are in {out}: run the same command with --resume"):
         table, out = profile(supernet, device, runtime, out, resume=resume, runs=runs, rounds=rounds,
                              calibration=calibration, passes=passes, jobs=jobs, recalibrate=recalibrate)

@@ -31,6 +31,7 @@ class DataSplits:
     train_eval: Dataset  # the same images without augmentation, for BN recalibration
     search: Dataset  # held out from the training set, for the width search
     val: Dataset  # the official test/val split (a fixed 20% for digits)
+    skipped: Callable[[], list[str]] = list  # files that could not be read, skipped so far (image folders)
 
 
 @dataclass(frozen=True)

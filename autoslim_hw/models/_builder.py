@@ -1,8 +1,30 @@
 """`create_model`: registry entry -> 1.0x base -> supernet via `slimmable()`."""
 from __future__ import annotations
 
+import math
+
+from ..errors import ConfigError
 from ..nn.supernet import ModelSpec, Supernet, slimmable
 from ._registry import model_entry
+
+# what a buildable spec stays within (a file that says more was edited or damaged)
+_BOUNDS = {"width_max": (0, 8), "groups": (1, 64), "divisor": (1, 64), "input_size": (4, 4096), "in_chans": (1, 64),
+           "num_classes": (2, 100_000)}
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """Refuse a spec out of the ranges any real model has, before building it (a width of 1e300
+    would try to allocate it)."""
+    for name, (lo, hi) in _BOUNDS.items():
+        v = getattr(spec, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi \
+                or (lo == 0 and v == 0):
+            raise ConfigError(f"model spec {name}={v!r} is out of range ({lo} to {hi})")
+    if not isinstance(spec.extra, dict):
+        raise ConfigError(f"model spec extra={spec.extra!r} must be a mapping of the model's arguments")
+    wm = spec.extra.get("width_mult", 1.0)
+    if isinstance(wm, bool) or not isinstance(wm, (int, float)) or not 0 < wm <= 4:
+        raise ConfigError(f"model spec width_mult={wm!r} is out of range (0 to 4)")
 
 
 def create_model(name: str, width_max: float = 1.5, groups: int = 10, divisor: int = 8,
@@ -20,6 +42,10 @@ def create_model(name: str, width_max: float = 1.5, groups: int = 10, divisor: i
 
 def build_from_spec(spec: ModelSpec) -> Supernet:
     entry = model_entry(spec.arch)
-    base = entry.build(num_classes=spec.num_classes, in_chans=spec.in_chans, **spec.extra)
+    check_spec(spec)
+    try:
+        base = entry.build(num_classes=spec.num_classes, in_chans=spec.in_chans, **spec.extra)
+    except TypeError as exc:  # an argument the family does not take
+        raise ConfigError(f"model spec of {spec.arch} cannot be built: {exc}") from None
     return slimmable(base, width_max=spec.width_max, groups=spec.groups, divisor=spec.divisor,
                      input_size=spec.input_size, in_chans=spec.in_chans, keep_weights=False, spec=spec)

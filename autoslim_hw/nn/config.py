@@ -11,11 +11,20 @@ import json
 import math
 import random
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Literal, Mapping
 
+from .._schema import Open, PositiveInt, validate
 from ..errors import ConfigError
 
 CONFIG_FORMAT = "autoslim-hw/channel-config"
+
+
+class ConfigFile(Open):
+    """A channel config file: `{"format": ..., "version": 1, "widths": {unit: width}}` (format
+    and version optional). A bare `{unit: width}` mapping is read as its `widths`."""
+    format: Literal["autoslim-hw/channel-config"] | None = None
+    version: Literal[1] | None = None
+    widths: dict[str, PositiveInt]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -103,27 +112,30 @@ class ChannelConfig(Mapping[str, int]):
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, data: Mapping, space: "ChannelSpace | None" = None, strict: bool = True) -> "ChannelConfig":
-        """Read `{"widths": {...}}` (or a bare mapping). Keys may be unit names or any layer
-        of a unit; with a `space` the config is normalized to units and validated."""
-        if not isinstance(data, Mapping):
-            raise ConfigError("a channel config must be a JSON object with a 'widths' mapping")
-        widths = data.get("widths", data) if "format" in data or "widths" in data else data
-        if not isinstance(widths, Mapping) or not all(isinstance(v, int) and not isinstance(v, bool) for v in widths.values()):
-            raise ConfigError("channel config 'widths' must map unit names to integers")
+    def from_dict(cls, data: Mapping, space: "ChannelSpace | None" = None, strict: bool = True,
+                  source: str = "channel config") -> "ChannelConfig":
+        """Read `{"widths": {...}}` (or a bare mapping), checked against `ConfigFile`; `source`
+        names it in errors. Keys may be unit names or any layer of a unit; with a `space` the
+        config is normalized to units and validated."""
+        if isinstance(data, Mapping) and not ("format" in data or "widths" in data):
+            data = {"widths": dict(data)}
+        widths = validate(ConfigFile, data, source, "channel config",
+                          "a channel config maps unit names to whole widths: write one with `autoslim-hw search` "
+                          "or ChannelConfig.to_json()", error=ConfigError).widths
         if space is None:
             return cls(widths)
         return space.normalize(widths, strict=strict)
 
     @classmethod
-    def from_json(cls, text: str, space: "ChannelSpace | None" = None, strict: bool = True) -> "ChannelConfig":
+    def from_json(cls, text: str, space: "ChannelSpace | None" = None, strict: bool = True,
+                  source: str = "channel config") -> "ChannelConfig":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"channel config is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise ConfigError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
         if isinstance(data, Mapping) and "config" in data and "widths" not in data:
             data = data["config"]  # accept a search-result target entry
-        return cls.from_dict(data, space, strict)
+        return cls.from_dict(data, space, strict, source)
 
     @classmethod
     def from_layer_list(cls, model, layers: Iterable[int], strict: bool = True) -> "ChannelConfig":

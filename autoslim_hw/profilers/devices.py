@@ -1,6 +1,7 @@
 """Devices are data, not code: each host device is a JSON file in `device_specs/` (what to run
 on, with which settings); a phone's record is built from what its benchmark run reported.
-Adding a host device is one file there."""
+Adding a host device is one file there, or a JSON file of the same form passed by its path
+(`profile --device my-device.json`)."""
 from __future__ import annotations
 
 import functools
@@ -9,11 +10,26 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 from importlib import resources
+from typing import Literal
 
+from .._io import read_json
+from .._schema import NonEmpty, Open, PositiveInt, validate
 from ..errors import UserError
 
 DEVICE_FORMAT = "autoslim-hw/device"
 KINDS = ("host", "phone")
+
+
+class DeviceFile(Open):
+    """A device file: what to measure on, and how."""
+    format: Literal["autoslim-hw/device"] | None = None
+    version: Literal[1] | None = None
+    name: NonEmpty
+    description: NonEmpty
+    threads: PositiveInt = 1
+    pin_core: bool = True
+    kind: Literal["host", "phone"] = "host"
+    extra: dict = {}
 
 
 @dataclass(frozen=True)
@@ -34,19 +50,11 @@ class DeviceSpec:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "device spec") -> "DeviceSpec":
-        """A device from its JSON: required name and description, known kind, threads >= 1."""
-        if not isinstance(data, dict):
-            raise UserError(f"{source} must be a JSON object")
-        missing = [k for k in ("name", "description") if not isinstance(data.get(k), str) or not data.get(k)]
-        if missing:
-            raise UserError(f"{source} lacks {', '.join(missing)}")
-        threads = data.get("threads", 1)
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise UserError(f"{source}: threads must be a whole number >= 1, got {threads!r}")
-        if data.get("kind", "host") not in KINDS:
-            raise UserError(f"{source}: kind must be one of {', '.join(KINDS)}, got {data.get('kind')!r}")
-        return cls(data["name"], data["description"], threads, bool(data.get("pin_core", True)),
-                   data.get("kind", "host"), dict(data.get("extra") or {}))
+        """A device from its JSON, checked against `DeviceFile`."""
+        d = validate(DeviceFile, data, source, "device file",
+                     "see the files of `autoslim-hw devices` (name, description, threads >= 1, "
+                     "pin_core, kind host|phone)")
+        return cls(d.name, d.description, d.threads, d.pin_core, d.kind, dict(d.extra))
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,9 +62,7 @@ def _shipped() -> dict[str, DeviceSpec]:
     out = {}
     for entry in sorted(resources.files(__package__).joinpath("device_specs").iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".json"):
-            data = json.loads(entry.read_text())
-            spec = DeviceSpec.from_dict({k: v for k, v in data.items() if k not in ("format", "version")},
-                                        f"device spec {entry.name}")
+            spec = DeviceSpec.from_dict(json.loads(entry.read_text()), f"device spec {entry.name}")
             out[spec.name] = spec
     return out
 
@@ -66,9 +72,14 @@ def list_devices() -> list[DeviceSpec]:
 
 
 def get_device(name: str) -> DeviceSpec:
+    """A shipped device by name, or a device file by its path (a name ending in .json)."""
     devices = _shipped()
+    if name.endswith(".json"):
+        fix = "copy one of `autoslim-hw devices` and edit it"
+        return DeviceSpec.from_dict(read_json(name, "device file", fix), name)
     if name not in devices:
-        raise UserError(f"unknown device {name!r}; available: {', '.join(devices)} (see `autoslim-hw devices`)")
+        raise UserError(f"unknown device {name!r}; available: {', '.join(devices)}, or a device file "
+                        "(a .json path; see `autoslim-hw devices`)")
     return devices[name]
 
 

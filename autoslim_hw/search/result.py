@@ -94,7 +94,8 @@ def search_target_config(entry: dict, space, where: str) -> ChannelConfig:
     only visits them, so any other width means the file was edited or belongs to another
     supernet (`search --resume` refuses it too)."""
     try:
-        return ChannelConfig.from_dict(entry["config"], space, strict=True)
+        return ChannelConfig.from_dict(entry["config"], space, strict=True, source=where)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}; a search result only holds widths of the supernet's grid, so this "
+        msg = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+        raise ConfigError(f"{msg}; a search result only holds widths of the supernet's grid, so this "
                           "file was edited or belongs to another supernet") from None

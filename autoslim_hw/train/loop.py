@@ -186,6 +186,8 @@ def train(s: TrainSettings, out: str | os.PathLike, resume: bool = False, progre
             run.epoch += 1
             metrics.update(_epoch_eval(run))
             metrics["epoch"] = run.epoch
+            if skipped := run.splits.skipped():  # unreadable files of an image folder (logged as met)
+                metrics["skipped_images"] = len(skipped)
             if info.world_size > 1:
                 metrics.update(_rank_agreement(run))
             if info.is_main:

@@ -84,7 +84,8 @@ def config_from_options(supernet: Supernet, width: float | None = None, channels
         if not Path(channels).is_file():
             raise UserError(f"channel config {channels} does not exist; write one with "
                             "`autoslim-hw search` or `ChannelConfig.to_json()`")
-        return ChannelConfig.from_json(read_text(channels, "channel config"), supernet.space, strict=False)
+        return ChannelConfig.from_json(read_text(channels, "channel config"), supernet.space, strict=False,
+                                      source=f"channel config {channels}")
     if layers is not None:
         try:
             values = json.loads(layers)

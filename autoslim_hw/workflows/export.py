@@ -134,7 +134,7 @@ def resolve_export_config(supernet: Supernet, saved_config: ChannelConfig | None
         raise UserError(f"--target picks a target of a search result, but {path} is a channel config")
     if isinstance(data, dict) and "config" in data and "widths" not in data:
         data = data["config"]  # a search target entry
-    return ChannelConfig.from_dict(data, supernet.space, strict=False), None, None, None
+    return ChannelConfig.from_dict(data, supernet.space, strict=False, source=f"config {path}"), None, None, None
 
 
 def build_subnet(checkpoint_path: str | os.PathLike, config_source: str | os.PathLike | None = None,

@@ -13,7 +13,7 @@ from ..lookup_tables.networks import network_timing
 from ..lookup_tables.validate import validate_table
 from ..nn.supernet import Supernet
 from ..profilers import MeasureSettings, get_backend
-from ..profilers.devices import get_device
+from ..profilers.devices import DeviceFile, DeviceSpec, get_device
 from .common import model_for
 
 
@@ -27,7 +27,7 @@ def profile(supernet: Supernet, device: str = "cpu-1core", runtime: str = "onnxr
         raise UserError("--runs and --rounds must be at least 1")
     if calibration < 0:
         raise UserError(f"--calibration must be >= 0, got {calibration}")
-    out = out or default_table_path(supernet, device, runtime)
+    out = out or default_table_path(supernet, dev.name, runtime)
     check_output(out, "file")
     table = build_table(supernet, backend, dev, out, resume=resume,
                         settings=MeasureSettings(warmup=5, runs=runs, rounds=rounds),
@@ -69,7 +69,12 @@ def validate_lut(lut: Path, model: str | None = None, checkpoint: Path | None = 
     hint = f"autoslim-hw profile --checkpoint {checkpoint}" if checkpoint else \
         f"autoslim-hw profile --model {supernet.spec.arch} --input-size {supernet.spec.input_size}"
     check_table_model(table, supernet, lut, hint, allow_mismatch)
-    result = validate_table(table, supernet, get_backend(runtime, profiles=True), get_device(dev_name), samples,
+    try:
+        dev = get_device(dev_name)
+    except UserError:  # a device file's device: the table keeps its record
+        dev = DeviceSpec.from_dict({k: v for k, v in table.metadata["device"].items() if k in DeviceFile.model_fields},
+                                   f"{lut}'s device")
+    result = validate_table(table, supernet, get_backend(runtime, profiles=True), dev, samples,
                             network_timing(table, supernet, rounds), progress=progress)
     plot = plot or default_plot(lut)
     validation_scatter(result, plot, f"{supernet.spec.arch} on {dev_name} ({runtime})")

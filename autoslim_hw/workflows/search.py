@@ -30,6 +30,11 @@ def resolve_table(supernet: Supernet, checkpoint: Path, lut: Path | None, device
     from ..lookup_tables import LatencyTable
     from ..lookup_tables.discover import check_table_model, default_table_path, find_table, tables_of_other_hosts
 
+    from ..profilers.devices import get_device
+
+    dev_file = device if device is not None and device.endswith(".json") else None
+    if dev_file:
+        device = get_device(dev_file).name  # a device file: its tables carry its name
     dev, rt = device or "cpu-1core", runtime or "onnxruntime"
     hint = f"autoslim-hw profile --checkpoint {checkpoint} --device {dev} --runtime {rt}"
     if lut is None:
@@ -37,11 +42,10 @@ def resolve_table(supernet: Supernet, checkpoint: Path, lut: Path | None, device
         if lut is None and needed and profile_missing:
             from ..lookup_tables.build import build_table
             from ..profilers import get_backend
-            from ..profilers.devices import get_device
 
             lut = default_table_path(supernet, dev, rt)
             log(f"no lookup table for {supernet.spec.arch} on {dev} ({rt}): profiling it into {lut}")
-            build_table(supernet, get_backend(rt, profiles=True), get_device(dev), lut, resume=lut.exists(),
+            build_table(supernet, get_backend(rt, profiles=True), get_device(dev_file or dev), lut, resume=lut.exists(),
                         progress=progress, passes=2)
         if lut is None:
             if needed:

@@ -32,7 +32,7 @@ def read_arch(path: str, supernet: Supernet) -> ChannelConfig:
         if target not in met:
             raise UserError(f"--arch {path}:{target}: no such met target (met: {', '.join(map(str, met)) or 'none'})")
         return search_target_config(targets[target], supernet.space, f"--arch {path}:{target}")
-    return ChannelConfig.from_json(text, supernet.space, strict=False)
+    return ChannelConfig.from_json(text, supernet.space, strict=False, source=f"--arch {path}")
 
 
 def run_training(settings: TrainSettings, out: str | Path, resume: bool = False, progress: bool = True,

@@ -15,9 +15,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from ... import __version__
 from ..._io import read_tagged, umask
+from ..._schema import FiniteNonNegative, NonEmpty, NonNegativeInt, Open, PositiveInt, validate
 from ...errors import UserError
 from ..build import now
 from ..calibration import weights_mb
@@ -58,6 +62,48 @@ class BundleSettings:
             raise UserError("--min-secs must be >= 0")
         if self.num_threads != 1:
             raise UserError("phone tables are measured with one thread (num_threads=1)")
+
+
+# --- the manifest's schema: what `lut import` and `lut run-local` rely on ----------------------
+
+_File = Annotated[str, Field(pattern=r"^models/[A-Za-z0-9._-]+\.[a-z]+$")]  # inside the bundle
+
+
+class _Benchmark(Open):
+    warmup_runs: NonNegativeInt
+    num_runs: PositiveInt
+    warmup_min_secs: FiniteNonNegative
+    min_secs: FiniteNonNegative
+    num_threads: Literal[1] = 1
+
+
+class _ModelEntry(Open):
+    file: _File
+    key: NonEmpty
+    sig: dict
+
+
+class _NetworkEntry(Open):
+    file: _File
+    role: Literal["calibration", "validation"]
+    config: dict[str, PositiveInt]
+    signatures: list[str]
+    weights_mb: FiniteNonNegative
+
+
+class _ModelSpec(Open):
+    arch: NonEmpty
+    input_size: PositiveInt
+
+
+class _Manifest(Open):
+    bundle_id: NonEmpty
+    model: _ModelSpec
+    model_key: NonEmpty
+    runtime: NonEmpty
+    benchmark: _Benchmark
+    models: Annotated[list[_ModelEntry], Field(min_length=1)]
+    networks: list[_NetworkEntry] = []
 
 
 def model_file_name(sig: Signature) -> str:
@@ -207,8 +253,11 @@ def load_manifest(bundle_dir: str | os.PathLike) -> dict:
     if not (bundle / "manifest.json").is_file():
         raise UserError(f"{bundle} is not an autoslim-hw bundle (no manifest.json); "
                         "write one with `autoslim-hw lut bundle`")
-    return read_tagged(bundle / "manifest.json", BUNDLE_FORMAT, "bundle manifest",
-                       "write the bundle with `autoslim-hw lut bundle`", versions=(BUNDLE_VERSION,))
+    path = bundle / "manifest.json"
+    fix = "write the bundle again with `autoslim-hw lut bundle`"
+    data = read_tagged(path, BUNDLE_FORMAT, "bundle manifest", fix, versions=(BUNDLE_VERSION,))
+    validate(_Manifest, data, path, "bundle manifest", fix)
+    return data
 
 
 def bundle_files(manifest: dict) -> list[str]:
