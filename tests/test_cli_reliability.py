@@ -170,6 +170,14 @@ CASES = {
     "export: target out of range": (["export", "--checkpoint", "run/supernet.pt", "--config", "config.json",
                                      "--target", "9"], ["--target"]),
     "demo: unknown dataset": (["demo", "--data", "imagenet22k", "--out", "new_run"], ["imagenet22k"]),
+    "search: --cost without drop-per-cost": (["search", "--checkpoint", "run/supernet.pt", "--flops", "1M",
+                                              "--cost", "flops"], ["--criterion drop-per-cost"]),
+    "search: unknown --cost": (["search", "--checkpoint", "run/supernet.pt", "--flops", "1M", "--criterion",
+                                "drop-per-cost", "--cost", "joules"], ["--cost", "joules", "flops"]),
+    # --- training settings out of range (each names its option)
+    **{f"train: {opt} {val}": (["train", opt, val, "--out", "new_run"], [opt]) for opt, val in (
+        ("--weight-decay", "-1"), ("--input-size", "0"), ("--num-random", "-1"), ("--label-smoothing", "1.5"),
+        ("--save-every", "-1"), ("--seed", "-3"), ("--width-max", "0"), ("--groups", "0"))},
     # --- files against their schemas ---------------------------------------------------------------
     "profile: device file with 0 threads": (["profile", "--device", "device_zero_threads.json", "--out", "t.json"],
                                             ["device_zero_threads.json", "threads"]),

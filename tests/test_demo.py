@@ -24,8 +24,15 @@ def test_demo_quick_end_to_end(tmp_path):
     assert search["status"] == "done" and len(search["targets"]) == 3
     limits = [t["constraints"]["latency_ms"] for t in search["targets"]]
     assert limits == sorted(limits, reverse=True)
-    targets = [row for row in summary["rows"] if row["name"].startswith("target")]
+    targets = [row for row in summary["rows"] if row["name"].startswith("paper")]
     assert len(targets) == 3
+    # each criterion's pick at each target, and the FLOPs-guided search really divided by MACs
+    for family, criterion, cost in (("latency-guided", "drop-per-cost", "latency_ms"),
+                                    ("flops-guided", "drop-per-cost", "macs")):
+        picks = [row for row in summary["rows"] if row["name"].startswith(family)]
+        assert len(picks) == 3 and all(r["predicted_ms"] <= lim for r, lim in zip(picks, limits)), picks
+        other = json.loads(open(summary["searches"][family]).read())
+        assert (other["settings"]["criterion"], other["settings"]["cost"]) == (criterion, cost)
     for row, limit in zip(targets, limits):
         assert row["predicted_ms"] <= limit  # each selected config meets its target, as predicted
         # The exported ONNX file, timed on one core, runs as fast as the table said, within 20%,
@@ -45,4 +52,5 @@ def test_demo_quick_end_to_end(tmp_path):
         assert min(errors) <= 0.20, (row, summary["speed_factor"])
         assert (out / "onnx" / f"{row['name'].replace(' ', '_')}.onnx").is_file()
     report = (out / "report.md").read_text()
-    assert "uniform" in report and "target 0" in report
+    assert "uniform" in report and "| paper 0 |" in report and "| flops-guided 2 |" in report
+    assert (out / "demo_families.png").is_file()

@@ -514,6 +514,32 @@ def test_cli_search_end_to_end(cli):
     assert "configs on the trajectory" in r.stdout
 
 
+def test_cli_flops_guided_search_divides_the_drop_by_the_macs_saved(cli):
+    """--criterion drop-per-cost --cost flops under a latency target: its first step slims the unit
+    whose accuracy drop per MAC saved is the smallest, recomputed here by hand (plain networks,
+    counted MACs), and the result records MACs as the cost, not the target's latency."""
+    root, supernet = cli["root"], cli["supernet"]
+    out = root / "per_mac.json"
+    lat = 0.995 * cli["table"].predict(supernet, supernet.space.largest()).latency_ms
+    r = run_cli("search", "--checkpoint", cli["ckpt"], "--lut", root / "lut.json", "--latency-ms", f"{lat:.6f}",
+                "--criterion", "drop-per-cost", "--cost", "flops", "--exact", "--out", out, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert (data["settings"]["criterion"], data["settings"]["cost"]) == ("drop-per-cost", "macs")
+    x, y = search_images(supernet, cli["ckpt"])
+    start = ChannelConfig(data["trajectory"][0]["config"])
+    acc0, macs0 = accuracy_by_hand(supernet, start, x, y), count_plain(materialize(supernet, start), cli["shape"])[0]
+    ratios = {}
+    for unit in supernet.space.free_units:
+        lower = [w for w in unit.options if w < start[unit.name]]
+        if lower:
+            cand = start.replace(unit.name, lower[-1])
+            saved = macs0 - count_plain(materialize(supernet, cand), cli["shape"])[0]
+            ratios[unit.name] = (acc0 - accuracy_by_hand(supernet, cand, x, y)) / saved
+    picked = data["trajectory"][1]["unit"]
+    assert ratios[picked] == pytest.approx(min(ratios.values()), abs=1e-12), (picked, ratios)
+
+
 def test_cli_resume_continues_a_truncated_file(cli):
     full = json.loads(cli["out"].read_text())
     assert len(full["trajectory"]) >= 3

@@ -23,7 +23,11 @@ def _search(
     device: Annotated[Optional[str], typer.Option(help="Device of the table (default cpu-1core).")] = None,
     runtime: Annotated[Optional[str], typer.Option(help="Runtime of the table (default onnxruntime).")] = None,
     criterion: Annotated[str, typer.Option(
-        help="drop: smallest accuracy drop (the paper); drop-per-cost: drop per unit of cost saved.")] = "drop",
+        help="drop: smallest accuracy drop (the paper); drop-per-cost: drop per unit of --cost saved.")] = "drop",
+    cost: Annotated[Optional[str], typer.Option(
+        help="What drop-per-cost divides by: latency-ms | flops | params | memory (default: latency when a "
+             "target limits it). --cost flops with --latency-ms targets is a FLOPs-guided search stopped at "
+             "a latency.")] = None,
     bn: Annotated[str, typer.Option(
         help="batch: BN statistics of each search batch (the paper; enables the exact prefix cache); "
              "recalibrate: re-estimate BN on training images for every candidate.")] = "batch",
@@ -71,8 +75,8 @@ def _search(
     targets = targets_from_options(**{k: v or () for k, v in limits.items()})
     bar = _Progress(quiet=as_json, targets=targets)
     try:
-        run = run_search(targets, checkpoint, lut=lut, device=device, runtime=runtime, criterion=criterion, bn=bn,
-                         batch_size=batch_size, batches=batches, data_dir=data_dir, out=out, resume=resume,
+        run = run_search(targets, checkpoint, lut=lut, device=device, runtime=runtime, criterion=criterion, cost=cost,
+                         bn=bn, batch_size=batch_size, batches=batches, data_dir=data_dir, out=out, resume=resume,
                          restart=restart, cache=not no_cache, profile_missing=profile_missing,
                          allow_mismatch=allow_mismatch, exact=exact, log=bar.log, on_start=bar.start,
                          on_step=bar.step)

@@ -53,19 +53,9 @@ def train_cmd(
     Example: autoslim-hw train --data fashion-mnist --out runs/fmnist
     """
     from ..errors import interrupted_hint
-    from ..train import SAMPLINGS, TrainSettings
+    from ..train import TrainSettings
     from ..workflows.train import run_training
 
-    if schedule not in ("cosine", "linear"):
-        raise UserError(f"--schedule must be cosine or linear, got {schedule!r}")
-    if sampling not in SAMPLINGS:
-        raise UserError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-    if (epochs is not None and epochs < 1) or (batch_size is not None and batch_size < 1) or (lr is not None and lr <= 0):
-        raise UserError("--epochs and --batch-size must be >= 1 and --lr > 0")
-    if not 0 <= label_weight <= 1:
-        raise UserError(f"--label-weight must be between 0 and 1, got {label_weight}")
-    if warmup_epochs is not None and warmup_epochs < 0:
-        raise UserError(f"--warmup-epochs must be >= 0, got {warmup_epochs}")
     if (out / "supernet.pt").exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     settings = TrainSettings(
@@ -76,6 +66,7 @@ def train_cmd(
         sampling=sampling, label_weight=label_weight, distill=not no_distill, seed=seed, save_every=save_every, limit=limit,
         arch=None if arch is None else str(arch),
     )
+    settings.check()
     with interrupted_hint(f"the last checkpoint is in {out}: run the same command with --resume"):
         metrics = run_training(settings, out, resume=resume)
     if metrics:

@@ -152,6 +152,7 @@ def train(s: TrainSettings, out: str | os.PathLike, resume: bool = False, progre
     built supernet that gives it; `s.arch` names where it came from) into `out`. Returns the last metrics. `stop_after_steps` ends the run early after
     saving (used to test resuming)."""
     out = Path(out)
+    s.check()
     check_output(out, "directory")  # before any work
     info = init_distributed()
     run = _Run(s, out, resume, info, progress, arch)

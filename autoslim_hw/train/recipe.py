@@ -49,6 +49,41 @@ class TrainSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def check(self) -> None:
+        """Refuse settings no run can use, naming the option (before anything is loaded or written)."""
+        from ..errors import UserError
+
+        def bad(option: str, value, rule: str) -> None:
+            raise UserError(f"{option} must be {rule}, got {value!r}")
+
+        def real(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for option, value, lo in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
+                                  ("--groups", self.groups, 1), ("--num-random", self.num_random, 0),
+                                  ("--save-every", self.save_every, 0), ("--seed", self.seed, 0),
+                                  ("--eval-batches", self.eval_batches, 1), ("--workers", self.workers, 0)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < lo):
+                bad(option, value, f"a whole number >= {lo}")
+        if self.input_size is not None and (not isinstance(self.input_size, int) or self.input_size < 8):
+            bad("--input-size", self.input_size, "at least 8 (pixels)")
+        if self.lr is not None and not (real(self.lr) and self.lr > 0):
+            bad("--lr", self.lr, "a number > 0")
+        if not (real(self.width_max) and 0 < self.width_max <= 8):
+            bad("--width-max", self.width_max, "in (0, 8]")
+        for option, value, lo, hi, top in (("--weight-decay", self.weight_decay, 0, 1, True),
+                                           ("--momentum", self.momentum, 0, 1, False),
+                                           ("--label-smoothing", self.label_smoothing, 0, 1, False),
+                                           ("--label-weight", self.label_weight, 0, 1, True)):
+            if not (real(value) and lo <= value and (value <= hi if top else value < hi)):
+                bad(option, value, f"between {lo} and {hi}" + ("" if top else f" (below {hi})"))
+        if self.warmup_epochs is not None and not (real(self.warmup_epochs) and self.warmup_epochs >= 0):
+            bad("--warmup-epochs", self.warmup_epochs, ">= 0")
+        if self.schedule not in ("cosine", "linear"):
+            bad("--schedule", self.schedule, "cosine or linear")
+        if self.sampling not in SAMPLINGS:
+            bad("--sampling", self.sampling, "one of " + ", ".join(SAMPLINGS))
+
 
 # --- optimization ------------------------------------------------------------------------
 

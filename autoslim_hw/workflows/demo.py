@@ -3,7 +3,10 @@
 1. train a small MobileNetV2-CIFAR supernet on scikit-learn's digits (offline);
 2. load this host's cpu-1core ONNX Runtime lookup table for it, or profile one;
 3. validate the table on a few random sub-networks;
-4. run one greedy search for three latency targets spread over the achievable range;
+4. run the greedy search for three latency targets spread over the achievable range, with each
+   criterion: the paper's (smallest accuracy drop), latency-guided (smallest drop per
+   millisecond saved) and FLOPs-guided (smallest drop per MAC saved), each stopped at the same
+   predicted latency;
 5. export each selected config to ONNX, measure its real single-core latency and its
    accuracy, next to the uniform-width config of the same predicted budget;
 6. write `report.md` with the plots.
@@ -29,6 +32,10 @@ from ..profilers.devices import measurement_core
 from ..train import TrainSettings, train
 
 DEVICE, RUNTIME = "cpu-1core", "onnxruntime"
+# (row name, --criterion, --cost, result file): the searches the demo compares at each latency target
+FAMILIES = (("paper", "drop", None, "search.json"),
+            ("latency-guided", "drop-per-cost", "latency-ms", "search_per_ms.json"),
+            ("flops-guided", "drop-per-cost", "flops", "search_per_mac.json"))
 
 
 @dataclass
@@ -86,15 +93,22 @@ def run_demo(out: Path, data: str = "digits", model: str = "mobilenet_v2_cifar",
     console.print(f"MAPE {validation['mape']:.1f}%, within 10%: {validation['within_10pct']:.0%}, "
                   f"Kendall tau {validation['kendall_tau']:.2f} on {validation['samples']} networks")
 
-    console.rule("4/5 greedy search for three latency targets")
-    result, targets = _search(supernet, table, lut_path, out, quick, console)
+    console.rule("4/5 greedy search for three latency targets: the paper's, latency-guided, FLOPs-guided")
+    results = _search(supernet, table, lut_path, out, quick, console)
+    result = results["paper"]
 
     console.rule("5/5 export the selected configs and measure them")
-    rows, factor = _export_and_measure(supernet, table, result, targets, calib, val, settings, out, measure, console)
+    rows, factor = _export_and_measure(supernet, table, results, calib, val, settings, out, measure, console)
     _print_rows(rows, console)
     summary = {"rows": [asdict(r) for r in rows], "validation": validation, "lut": str(lut_path),
-               "search": str(out / "search.json"), "speed_factor": factor}
+               "search": str(out / "search.json"), "searches": {name: str(out / f) for name, _, _, f in FAMILIES},
+               "speed_factor": factor}
     _write_report(out, rows, settings, result, validation, lut_path, factor, table.statistic)
+    from .plots import families_plot
+
+    families_plot([(r.name.rsplit(" ", 1)[0] if not r.name.startswith("uniform") else "uniform", r.measured_ms,
+                    r.top1) for r in rows], out / "demo_families.png",
+                  f"{settings.model} on {settings.data}: supernet weights, BN recalibrated")
     atomic_write_bytes(out / "demo.json", (json.dumps(summary, indent=1) + "\n").encode())
     console.print(f"report: {out / 'report.md'}")
     return summary
@@ -162,29 +176,33 @@ def _search(supernet, table, lut_path: Path, out: Path, quick: bool, console: Co
     console.print("targets: " + "; ".join(t.describe() for t in targets)
                   + f" (the range is {bottom:.3f} to {top:.3f} ms)")
     batch = 32 if quick else 96  # BN statistics per batch of held-out images
-    path = out / "search.json"
-    with Progress(console=console) as bar:
-        task = bar.add_task("searching", total=None)
+    results = {}
+    for family, criterion, cost, file in FAMILIES:
+        path = out / file
+        with Progress(console=console) as bar:
+            task = bar.add_task(family, total=None)
 
-        def on_step(step: dict) -> None:
-            bar.update(task, description=f"step {step['step']}: top-1 {step['accuracy']:.1f}%, "
-                                         f"{step['latency_ms']:.3f} ms")
+            def on_step(step: dict, task=task, bar=bar, family=family) -> None:
+                bar.update(task, description=f"{family} step {step['step']}: top-1 {step['accuracy']:.1f}%, "
+                                             f"{step['latency_ms']:.3f} ms")
 
-        def search(resume: bool, restart: bool):
-            return run_search(targets, out / "supernet.pt", lut=lut_path, device=DEVICE, runtime=RUNTIME,
-                              batch_size=batch, batches=1, out=path, resume=resume, restart=restart,
-                              allow_mismatch=True, log=lambda _: None, on_step=on_step)
+            def search(resume: bool, restart: bool, path=path, criterion=criterion, cost=cost, on_step=on_step):
+                return run_search(targets, out / "supernet.pt", lut=lut_path, device=DEVICE, runtime=RUNTIME,
+                                  criterion=criterion, cost=cost, batch_size=batch, batches=1, out=path,
+                                  resume=resume, restart=restart, allow_mismatch=True, log=lambda _: None,
+                                  on_step=on_step, plots=family == "paper")
 
-        try:
-            run = search(resume=path.exists(), restart=False)
-        except UserError:  # a search of another checkpoint, table or setup is in the way: start over
-            if not path.exists():
-                raise
-            run = search(resume=False, restart=True)
-    return run.result, targets
+            try:
+                run = search(resume=path.exists(), restart=False)
+            except UserError:  # a search of another checkpoint, table or setup is in the way: start over
+                if not path.exists():
+                    raise
+                run = search(resume=False, restart=True)
+        results[family] = run.result
+    return results
 
 
-def _export_and_measure(supernet, table, result: dict, targets, calib, val, settings: TrainSettings, out: Path,
+def _export_and_measure(supernet, table, results: dict, calib, val, settings: TrainSettings, out: Path,
                         measure: MeasureSettings, console: Console) -> tuple[list[DemoRow], float | None]:
     from ..counting import count, deployed_memory_bytes
     from ..nn.config import ChannelConfig
@@ -197,9 +215,10 @@ def _export_and_measure(supernet, table, result: dict, targets, calib, val, sett
         return table.predict(supernet, cfg, memory=False).latency_ms
 
     plan = []
-    for i, t in enumerate(result["targets"]):
+    for i, t in enumerate(results["paper"]["targets"]):
         limit = t["constraints"]["latency_ms"]
-        plan.append((f"target {i}", limit, ChannelConfig(t["config"])))
+        for family, *_ in FAMILIES:  # each search's pick at this target
+            plan.append((f"{family} {i}", limit, ChannelConfig(results[family]["targets"][i]["config"])))
         # the widest uniform config under the same predicted budget: what people do without a search
         baseline = uniform_baseline(space, latency, limit)
         if baseline is not None:
@@ -256,6 +275,11 @@ def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, resul
         f"input {result['model']['input_size']}px. Latency: ONNX Runtime {backend.version()}, one thread, "
         f"process pinned to one core; predictions from `{lut_path}`.", "",
         "## Searched configs against uniform width at the same predicted budget", "",
+        "At each latency target: *paper* is the AutoSlim criterion (slim the unit whose cut costs the least "
+        "accuracy; cost only decides where to stop), *latency-guided* the least accuracy per predicted "
+        "millisecond saved, *flops-guided* the least accuracy per MAC saved (stopped at the same predicted "
+        "latency), *uniform* the widest uniform width within the target.", "",
+        "![accuracy against measured latency](demo_families.png)", "",
         "Accuracy: top-1 on the validation split after BN recalibration (supernet weights, not retrained). "
         f"Latency: all configs timed in interleaved rounds ({STATISTIC_TEXT[statistic]}, as the table measures), together with {ANCHORS} of the "
         "table's calibration networks: " + (f"those ran {factor:.2f}x their time at the table's build, and "

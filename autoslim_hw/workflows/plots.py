@@ -107,3 +107,19 @@ def validation_scatter(result: dict, path: Path, title: str) -> Path:
     ax.set_title(f"{title}\nMAPE {result['mape']:.1f}%, tau {result['kendall_tau']:.2f}", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def families_plot(points: list[tuple[str, float, float]], path: Path, title: str) -> Path:
+    """Top-1 against measured latency, one marker and line per family of configs (search
+    criterion or uniform width): (family, ms, top-1) points."""
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
+    for family, marker in zip(dict.fromkeys(p[0] for p in points), "osD^v<>"):
+        xs = sorted((ms, top1) for f, ms, top1 in points if f == family)
+        ax.plot([x for x, _ in xs], [y for _, y in xs], marker=marker, label=family)
+    ax.set_xlabel("measured latency, ms (one core, ONNX Runtime)")
+    ax.set_ylabel("top-1 %")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

@@ -108,9 +108,24 @@ def previous_run(out: Path, header: dict, resume: bool, restart: bool) -> dict |
     return data
 
 
-def drop_per_cost_kind(targets: list[Target], has_table: bool) -> str:
-    """The cost that --criterion drop-per-cost divides by: latency when a target limits it (or,
-    without targets, when there is a table), else the first kind the targets limit."""
+def cost_name(cost: str) -> str:
+    """The cost kind --cost names: its option's name (latency-ms, flops, params, memory) or its key."""
+    names = {k.param.replace("_", "-"): k.name for k in COSTS.values()} | {k: k for k in COSTS}
+    if cost not in names:
+        raise UserError(f"--cost must be one of {', '.join(k.param.replace('_', '-') for k in COSTS.values())}, "
+                        f"got {cost!r}")
+    return names[cost]
+
+
+def drop_per_cost_kind(targets: list[Target], has_table: bool, cost: str | None = None) -> str:
+    """The cost that --criterion drop-per-cost divides by: `cost` when given (a cost kind's name
+    or its option, e.g. "flops"), else latency when a target limits it (or, without targets, when
+    there is a table), else the first kind the targets limit."""
+    if cost is not None:
+        name = cost_name(cost)
+        if COSTS[name].needs_table and not has_table:
+            raise UserError(f"--cost {cost} needs a lookup table: pass --lut, or build one with `autoslim-hw profile`")
+        return name
     kinds = [k for t in targets for k in t.limits]
     if "latency_ms" in kinds:
         return "latency_ms"
@@ -139,7 +154,8 @@ class SearchRun:
 
 
 def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Path | None = None,
-               device: str | None = None, runtime: str | None = None, criterion: str = "drop", bn: str = "batch",
+               device: str | None = None, runtime: str | None = None, criterion: str = "drop",
+               cost: str | None = None, bn: str = "batch",
                batch_size: int = 2048, batches: int | None = None, data_dir: str | None = None,
                out: Path | None = None, resume: bool = False, restart: bool = False, cache: bool = True,
                profile_missing: bool = False, allow_mismatch: bool = False, exact: bool = False,
@@ -149,11 +165,16 @@ def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Pa
     """Greedy slimming of a checkpoint's supernet until every target is met; the result is written
     to `out` (default: search.json next to the checkpoint) after every step. `on_start(supernet,
     steps done, images, result file)` and `on_step(step record)` report progress; `log` gets one-line notes.
-    `exact`: the paper's step (every candidate scored in float32, one unit per step); by default
+    `criterion` "drop-per-cost" divides each candidate's accuracy drop by the `cost` it saves
+    (default: latency when a target limits it). `exact`: the paper's step (every candidate scored in float32, one unit per step); by default
     the faster policy of search.policy (`policy` gives another). Under torchrun every rank scores
     its share of the candidates."""
     if criterion not in CRITERIA:  # before loading anything
         raise UserError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    if cost is not None and criterion != "drop-per-cost":
+        raise UserError("--cost picks what --criterion drop-per-cost divides by; add --criterion drop-per-cost")
+    if cost is not None:
+        cost_name(cost)
     if bn not in BN_MODES:
         raise UserError(f"--bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
     if batch_size < 1 or (batches is not None and batches < 1):
@@ -165,12 +186,12 @@ def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Pa
         quiet_log(f"checkpoint: {checkpoint} (the newest under runs/)")
     loaded = open_checkpoint(checkpoint, expect="supernet")
     supernet = loaded.supernet
-    needs_table = any(COSTS[k].needs_table for t in targets for k in t.limits)
+    needs_table = any(COSTS[k].needs_table for t in targets for k in t.limits) or (cost is not None and COSTS[cost_name(cost)].needs_table)
     table, lut_path = resolve_table(supernet, checkpoint, lut, device, runtime, needs_table, profile_missing,
                                     allow_mismatch, quiet_log, progress=info.is_main)
     costs = CostModel(supernet, table)
     check_feasible(targets, costs)
-    cost_kind = drop_per_cost_kind(targets, table is not None) if criterion == "drop-per-cost" else None
+    cost_kind = drop_per_cost_kind(targets, table is not None, cost) if criterion == "drop-per-cost" else None
 
     settings = loaded.settings
     out = Path(out) if out is not None else checkpoint.parent / "search.json"
