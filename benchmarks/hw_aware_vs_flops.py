@@ -68,9 +68,10 @@ def main() -> None:
     from autoslim_hw.profilers import get_backend, pinned_to_core
     from autoslim_hw.profilers.devices import cpu_id, cpu_model, measurement_core
     from autoslim_hw.search.costs import CostModel, Target, uniform_baseline
-    from autoslim_hw.train import TrainSettings, train
+    from autoslim_hw.train import TrainSettings
     from autoslim_hw.workflows.plots import families_plot
     from autoslim_hw.workflows.search import resolve_table, run_search
+    from autoslim_hw.workflows.train import run_training
 
     print("command:", shlex.join([sys.executable, *sys.argv]))
     print(f"machine: {cpu_model()} ({cpu_id()}); {time.strftime('%Y-%m-%d')}", flush=True)
@@ -134,8 +135,8 @@ def main() -> None:
         accs = []
         for seed in args.seeds:
             run_dir = args.out / f"{name}-seed{seed}"
-            m = finished(run_dir, args.epochs) or train(replace(base, arch=str(arch), seed=seed), run_dir,
-                                                        resume=(run_dir / "supernet.pt").exists(), progress=False)
+            m = finished(run_dir, args.epochs) or run_training(replace(base, arch=str(arch), seed=seed), run_dir,
+                                                               resume=(run_dir / "supernet.pt").exists(), progress=False)
             accs.append(m["val_top1"])
         c = costs(cfg)
         rows.append({"family": family, "target": i, "limit_ms": targets[i].limits["latency_ms"],

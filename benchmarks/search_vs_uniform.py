@@ -24,7 +24,8 @@ from autoslim_hw.checkpoint import load_checkpoint, model_from_checkpoint
 from autoslim_hw.lookup_tables import LatencyTable
 from autoslim_hw.nn.config import ChannelConfig
 from autoslim_hw.search import load_result, uniform_baseline
-from autoslim_hw.train import TrainSettings, train
+from autoslim_hw.train import TrainSettings
+from autoslim_hw.workflows.train import run_training
 
 
 def uniform_at_least(supernet, table, latency_ms: float) -> tuple[float, ChannelConfig, float]:
@@ -83,8 +84,8 @@ def main() -> None:
                 s = replace(base, arch=str(path), epochs=args.epochs, lr=args.lr, seed=seed, num_random=0,
                             save_every=0)
                 run = args.out / f"{name.replace(' ', '_')}-seed{seed}"
-                m = finished(run, args.epochs) or train(s, run, resume=(run / "supernet.pt").exists(),
-                                                        progress=False)
+                m = finished(run, args.epochs) or run_training(s, run, resume=(run / "supernet.pt").exists(),
+                                                               progress=False)
                 accs.append(m["val_top1"])
             rows.append({"config": name, "predicted_ms": ms, "top1": accs, "mean": statistics.mean(accs)})
             print(json.dumps(rows[-1]), flush=True)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from autoslim_hw._process import keep_freed_memory
 from autoslim_hw.workflows.evaluate import plot_width_profile, width_profile
 
 
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    keep_freed_memory()  # as the command line does: without it, most of the time went to page faults
     from autoslim_hw.profilers.devices import cpu_id, cpu_model
 
     print("command:", shlex.join([sys.executable, *sys.argv]))
