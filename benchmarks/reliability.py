@@ -31,7 +31,8 @@ KINDS = {
     "numeric options: NaN, inf, 0, negative, out of range": ["test_cli_numbers"],
     "property tests (hypothesis, 25-40 generated inputs each): any numeric option, any damaged file":
         ["test_properties"],
-    "interrupted and resumed (Ctrl-C, kill, truncated files): same result as uninterrupted":
+    "interrupted and resumed (Ctrl-C, a run stopped mid-epoch, truncated result files): the same result "
+    "as uninterrupted":
         ["test_interrupts", "test_train::test_resume_equals_uninterrupted_run",
          "test_search::test_resume_from_an_interrupted_file", "test_search::test_cli_resume",
          "test_search::test_cli_recalibrate_search_resumes", "test_search::test_ctrl_c_during_search",

@@ -2,6 +2,7 @@
 works or refuses with one line. For the CLI that means exit code 0, or 2 with one line on
 stderr and no traceback; for the file loaders, a result or a UserError, and a lookup table
 that loads predicts a finite, non-negative latency."""
+import functools
 import json
 import math
 
@@ -126,14 +127,20 @@ def test_table_with_any_field_changed_loads_or_is_refused(table_file, data, tmp_
     st.sampled_from(["widths", "format", "version", "features.0.0", "x"]),
     st.one_of(json_values, st.dictionaries(st.text(max_size=12), json_values, max_size=3)), max_size=3))))
 def test_channel_config_from_any_text(text):
-    from autoslim_hw.models import create_model
     from autoslim_hw.nn.config import ChannelConfig
 
-    space = create_model("mobilenet_v2_cifar", width_mult=0.35, input_size=16, num_classes=10).space
+    space = small_space()
     try:
         ChannelConfig.from_json(text, space, strict=False)
     except UserError:
         pass
+
+
+@functools.lru_cache(maxsize=1)
+def small_space():
+    from autoslim_hw.models import create_model
+
+    return create_model("mobilenet_v2_cifar", width_mult=0.35, input_size=16, num_classes=10).space
 
 
 GOOD_RESULT = {
