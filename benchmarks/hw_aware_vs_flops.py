@@ -30,16 +30,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from search_vs_uniform import finished  # the script's folder is on sys.path
+
 FAMILIES = (("paper", "drop", None), ("latency-guided", "drop-per-cost", "latency-ms"),
             ("flops-guided", "drop-per-cost", "flops"))
-
-
-def finished(run: Path, epochs: int) -> dict | None:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    last = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][-1:]
-    return last[0] if last and last[0].get("epoch") == epochs else None
 
 
 def sd(xs: list[float]) -> float:

@@ -85,10 +85,10 @@ def paths_of(value, prefix=()):
             yield from paths_of(v, prefix + (i,))
 
 
-def damage(data, good, paths):
+def damage(data, good):
     """A copy of the JSON value `good` with the value at one drawn key path replaced by a drawn
     JSON value, or deleted; returns (path, new value or "<delete>", the copy)."""
-    path = data.draw(st.sampled_from(paths))
+    path = data.draw(st.sampled_from(sorted(paths_of(good), key=str)))
     new = data.draw(st.one_of(json_values, st.just("<delete>")))
     damaged = json.loads(json.dumps(good))
     parent = damaged
@@ -101,16 +101,21 @@ def damage(data, good, paths):
     return path, new, damaged
 
 
+def write_damaged(data, good, file):
+    """`damage` written to `file` as JSON; returns (path, new value)."""
+    path, new, damaged = damage(data, good)
+    file.write_text(json.dumps(damaged))
+    return path, new
+
+
 @SETTINGS
 @given(data=st.data())
 def test_table_with_any_field_changed_loads_or_is_refused(table_file, data, tmp_path):
     from autoslim_hw.lookup_tables.table import LatencyTable
 
     net, good = table_file
-    paths = sorted(paths_of(good), key=str)
-    path, new, damaged = damage(data, good, paths)
     f = tmp_path / "damaged.json"
-    f.write_text(json.dumps(damaged))
+    path, new = write_damaged(data, good, f)
     try:
         table = LatencyTable.load(f)
     except UserError:
@@ -160,9 +165,8 @@ GOOD_RESULT = {
 def test_search_result_with_any_field_changed_loads_or_is_refused(data, tmp_path):
     from autoslim_hw.search.result import load_result
 
-    path, new, damaged = damage(data, GOOD_RESULT, sorted(paths_of(GOOD_RESULT), key=str))
     f = tmp_path / "result.json"
-    f.write_text(json.dumps(damaged))
+    path, new = write_damaged(data, GOOD_RESULT, f)
     try:
         result = load_result(f)
     except UserError:
@@ -184,9 +188,8 @@ GOOD_DEVICE = {"format": "autoslim-hw/device", "version": 1, "name": "my-board",
 def test_device_file_with_any_field_changed_loads_or_is_refused(data, tmp_path):
     from autoslim_hw.profilers.devices import KINDS, get_device
 
-    path, new, damaged = damage(data, GOOD_DEVICE, sorted(paths_of(GOOD_DEVICE), key=str))
     f = tmp_path / "device.json"
-    f.write_text(json.dumps(damaged))
+    path, new = write_damaged(data, GOOD_DEVICE, f)
     try:
         dev = get_device(str(f))
     except UserError:
@@ -213,8 +216,7 @@ GOOD_MANIFEST = {
 def test_bundle_manifest_with_any_field_changed_loads_or_is_refused(data, tmp_path):
     from autoslim_hw.lookup_tables.phone import load_manifest
 
-    path, new, damaged = damage(data, GOOD_MANIFEST, sorted(paths_of(GOOD_MANIFEST), key=str))
-    (tmp_path / "manifest.json").write_text(json.dumps(damaged))
+    path, new = write_damaged(data, GOOD_MANIFEST, tmp_path / "manifest.json")
     try:
         m = load_manifest(tmp_path)
     except UserError:
@@ -249,7 +251,7 @@ def test_checkpoint_with_any_metadata_changed_loads_or_is_refused(good_checkpoin
 
     ckpt = torch.load(good_checkpoint, weights_only=True)
     meta = {k: v for k, v in ckpt.items() if k != "model"}
-    path, new, damaged = damage(data, meta, sorted(paths_of(meta), key=str))
+    path, new, damaged = damage(data, meta)
     f = tmp_path / "damaged.pt"
     torch.save({**damaged, "model": ckpt["model"]}, f)
     try:

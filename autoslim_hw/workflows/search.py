@@ -117,15 +117,10 @@ def cost_name(cost: str) -> str:
     return names[cost]
 
 
-def drop_per_cost_kind(targets: list[Target], has_table: bool, cost: str | None = None) -> str:
-    """The cost that --criterion drop-per-cost divides by: `cost` when given (a cost kind's name
-    or its option, e.g. "flops"), else latency when a target limits it (or, without targets, when
-    there is a table), else the first kind the targets limit."""
-    if cost is not None:
-        name = cost_name(cost)
-        if COSTS[name].needs_table and not has_table:
-            raise UserError(f"--cost {cost} needs a lookup table: pass --lut, or build one with `autoslim-hw profile`")
-        return name
+def drop_per_cost_kind(targets: list[Target], has_table: bool) -> str:
+    """The cost that --criterion drop-per-cost divides by when --cost does not say: latency when a
+    target limits it (or, without targets, when there is a table), else the first kind the
+    targets limit."""
     kinds = [k for t in targets for k in t.limits]
     if "latency_ms" in kinds:
         return "latency_ms"
@@ -173,8 +168,7 @@ def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Pa
         raise UserError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     if cost is not None and criterion != "drop-per-cost":
         raise UserError("--cost picks what --criterion drop-per-cost divides by; add --criterion drop-per-cost")
-    if cost is not None:
-        cost_name(cost)
+    cost = None if cost is None else cost_name(cost)
     if bn not in BN_MODES:
         raise UserError(f"--bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
     if batch_size < 1 or (batches is not None and batches < 1):
@@ -186,12 +180,13 @@ def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Pa
         quiet_log(f"checkpoint: {checkpoint} (the newest under runs/)")
     loaded = open_checkpoint(checkpoint, expect="supernet")
     supernet = loaded.supernet
-    needs_table = any(COSTS[k].needs_table for t in targets for k in t.limits) or (cost is not None and COSTS[cost_name(cost)].needs_table)
+    limited = {k for t in targets for k in t.limits} | ({cost} if cost else set())
+    needs_table = any(COSTS[k].needs_table for k in limited)
     table, lut_path = resolve_table(supernet, checkpoint, lut, device, runtime, needs_table, profile_missing,
                                     allow_mismatch, quiet_log, progress=info.is_main)
     costs = CostModel(supernet, table)
     check_feasible(targets, costs)
-    cost_kind = drop_per_cost_kind(targets, table is not None, cost) if criterion == "drop-per-cost" else None
+    cost_kind = (cost or drop_per_cost_kind(targets, table is not None)) if criterion == "drop-per-cost" else None
 
     settings = loaded.settings
     out = Path(out) if out is not None else checkpoint.parent / "search.json"
