@@ -4,11 +4,18 @@ Conventions (the AutoSlim paper's, and the published MobileNet/ResNet counts):
 - MACs: conv `Cin * Cout * k * k * Ho * Wo / groups`, linear `in * out`; BatchNorm,
   activations, adds and pooling are free.
 - params: every parameter element the config uses (BN scale and shift included).
-- memory: "a summary of all feature maps and weights", in elements: params plus
-  every tensor a deployed graph allocates (input, conv/linear outputs, adds, cats,
-  pools); BN and activations fold into the conv before them and allocate nothing.
+- memory: "a summary of all feature maps and weights", in elements, as the paper's Table 1
+  counts it: every parameter (BN included) plus the output of every conv and linear layer,
+  the input not included (BN and activations run in place; adds and pools are not counted).
+  tests/test_counting.py checks it against Table 1 (MobileNetV1/V2 and MNasNet at their
+  published widths, ResNet-50).
 - peak_activation_bytes: float32 bytes of the tensors alive at once under a simple
   liveness model (a tensor lives from its producer to its last consumer).
+
+What a deployed network needs is another measure, kept under its own names:
+`peak_activation_bytes` (above), `memory_counts(...).folded_param_bytes` (BN folded) and
+`deployed_bytes` (the two summed: the search's `memory` cost), and ONNX Runtime's own profile
+(`profilers.memory.profile_onnx_memory`).
 
 `memory_counts` adds per-layer bytes (parameters, input and output activations) and the
 parameter bytes as deployed, with each BN folded into its conv (what ONNX Runtime holds;
@@ -50,8 +57,8 @@ class LayerCost:
 class Counts:
     macs: int
     params: int
-    memory: int  # elements: params + feature maps
-    feature_elements: int
+    memory: int  # elements, the paper's convention: params + conv/linear outputs
+    feature_elements: int  # the conv/linear outputs of that sum
     peak_activation_bytes: int
 
     def to_dict(self) -> dict:
@@ -165,9 +172,8 @@ def count(supernet: Supernet, config: ChannelConfig | None = None, input_size=No
     costs = layer_costs(supernet, config, input_size)
     macs = sum(c.macs for c in costs)
     params = sum(c.params for c in costs) + _fixed_params(supernet)
+    features = sum(c.cout * c.out_hw[0] * c.out_hw[1] for c in costs if c.kind != "bn")
     elements = _node_elements(supernet, widths, input_size)
-    allocated = {n.name for n in supernet.nodes if n.allocates or not n.inputs}
-    features = sum(v for k, v in elements.items() if k in allocated)
     return Counts(macs, params, params + features, features, _peak_live(supernet, elements))
 
 

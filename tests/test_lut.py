@@ -164,9 +164,29 @@ def test_build_resume_and_validate_with_onnxruntime(tmp_path):
     assert resumed.coverage(net) == (12, 12)
     kept = {k: v for k, v in table.entries.items() if k not in removed}
     assert all(resumed.entries[k] == v for k, v in kept.items())  # measured once, never again
-    result = validate_table(resumed, net, backend, device, samples=4, settings=settings, progress=False)
+    result = validate_table(resumed, net, backend, device, samples=4, settings=settings, progress=False, repeat=True)
     assert set(result) >= {"mape", "max_error", "kendall_tau", "within_5pct", "within_10pct", "samples"}
     assert 0 <= result["within_5pct"] <= result["within_10pct"] <= 1
+    assert set(result["repeatability"]) >= {"mape", "kendall_tau", "within_5pct"}
+
+
+def test_validate_records_its_figures_in_the_table(tmp_path):
+    from autoslim_hw.lookup_tables.table import model_key
+    from autoslim_hw.models import create_model
+
+    net = create_model("mobilenet_v2_cifar", input_size=8)
+    table = _synthetic_table(net, lambda s: 0.001)
+    table.metadata["models"] = [{"key": model_key(net), "spec": net.spec.to_dict()}]
+    out = tmp_path / "lut.json"
+    table.save(out)
+    r = run_cli("lut", "validate", out, "--samples", "3", "--rounds", "1", "--repeat", "--record", "--json",
+                "--plot", tmp_path / "v.png")
+    assert r.returncode == 0, r.stderr
+    recorded = LatencyTable.load(out).metadata["validation"]
+    assert recorded["samples"] == 3 and recorded["mape"] == pytest.approx(json.loads(r.stdout)["mape"])
+    assert "repeatability" in recorded and recorded["cpu_id"]
+    info = run_cli("lut", "info", out)
+    assert "validation: " in info.stdout and "3 networks" in info.stdout and "OUTDATED" not in info.stdout
 
 
 def test_recalibrate_measures_the_networks_again_and_validation_times_networks_alike(tmp_path):
@@ -526,3 +546,22 @@ def test_validate_plot_lands_beside_the_table_but_not_inside_the_package(tmp_pat
     assert default_plot(SHIPPED / "m-224-cpu-1core-onnxruntime.json.gz") == Path("m-224-cpu-1core-onnxruntime.validate.png")
     assert default_plot(tmp_path / "t.json.gz") == tmp_path / "t.validate.png"
     assert default_plot(tmp_path / "t.json") == tmp_path / "t.validate.png"
+
+
+def test_tables_of_an_older_method_are_flagged():
+    from autoslim_hw.lookup_tables.discover import shipped_tables
+
+    host = new_table(get_device("cpu-1core"), get_backend("onnxruntime"), MeasureSettings())
+    assert host.outdated() is None
+    host.metadata["latency_statistic"] = "median"
+    assert "older method" in host.outdated()
+    phone = LatencyTable({**host.metadata, "device": {**host.metadata["device"], "kind": "phone"}})
+    assert phone.outdated() is None  # a phone's table keeps the median: its method
+    # `lut list` flags each shipped table whose file says it holds medians
+    r = run_cli("lut", "list")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    for p in shipped_tables():
+        i = lines.index(p.name)
+        flagged = "OUTDATED" in lines[i + 2]
+        assert flagged == (LatencyTable.load(p).statistic == "median")

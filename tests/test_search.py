@@ -485,6 +485,8 @@ def test_cli_search_end_to_end(cli):
     lut = cli["root"] / "lut.json"
     assert data["lut"]["sha256"] == hashlib.sha256(lut.read_bytes()).hexdigest()
     assert (data["lut"]["device"], data["lut"]["runtime"]) == ("cpu-1core", "onnxruntime")
+    # the file says which memory its memory fields are: deployed bytes, not the paper's count
+    assert "BN folded" in data["costs"]["memory"] and "Table 1" in data["costs"]["memory"]
     traj = data["trajectory"]
     assert [s["step"] for s in traj] == list(range(len(traj))) and traj[0]["unit"] is None
     x, y = search_images(supernet, cli["ckpt"])

@@ -88,6 +88,10 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
     models = ", ".join(m.get("key", "?") for m in md.get("models", [])) or "none recorded"
     console.print(f"{len(t.entries)} signatures; models: {models}; latencies: "
                   + STATISTIC_TEXT[t.statistic])
+    if t.outdated():
+        say(f"OUTDATED: {t.outdated()}")
+    if md.get("validation"):
+        say(f"validation: {validation_text(md['validation'])}")
     for key, cal in t.calibrations.items():
         timed = f", each timed in {cal['settings']['rounds']} rounds" if "settings" in cal else ""
         console.print(f"calibration {key}: measured = {cal['slope']:.3f} x sum + {cal['intercept']:.3f} ms "
@@ -108,21 +112,25 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
 
 @lut_app.command("list")
 def lut_list():
-    """Tables shipped with the package (used by `search` and `demo` when they fit the model and device)."""
+    """Tables shipped with the package (used by `search` and `demo` when they fit the model and device): each
+    table's machine, its method, and its recorded fidelity (`lut validate --record`)."""
     from ..lookup_tables import LatencyTable
+    from ..profilers.latency import STATISTIC_TEXT
     from ..lookup_tables.discover import SHIPPED, shipped_tables
 
     files = shipped_tables()
     if not files:
         console.print("no tables are shipped yet; build one with `autoslim-hw profile`")
         return
-    table = Table("file", "device", "runtime", "CPU", "signatures", "models", "created")
     for p in files:
         md = (t := LatencyTable.load(p)).metadata
         cpu = md.get("cpu_model", "") + (f" ({md['cpu_id']})" if md.get("cpu_id") else "")
-        table.add_row(p.name, md["device"]["name"], f"{md['runtime']} {md['runtime_version']}", cpu,
-                      str(len(t.entries)), ", ".join(m["key"] for m in md.get("models", [])), md.get("created", "")[:10])
-    console.print(table)
+        say(p.name)
+        say(f"    {md['device']['name']}, {md['runtime']} {md['runtime_version']}, {cpu}; {len(t.entries)} signatures "
+            f"of {', '.join(m['key'] for m in md.get('models', []))}; created {md.get('created', '')[:10]}")
+        v = md.get("validation")
+        say(f"    {'OUTDATED: ' + t.outdated() if t.outdated() else 'latencies: ' + STATISTIC_TEXT[t.statistic]}; "
+            + (f"validated {validation_text(v)}" if v else "not validated (`autoslim-hw lut validate TABLE --repeat --record`)"))
     console.print(f"in {SHIPPED}")
 
 
@@ -143,6 +151,12 @@ def lut_validate(
         help="Scatter plot PNG (default: next to the table; for a table shipped in the package, in the current folder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use a table of another device/runtime.")] = False,
+    repeat: Annotated[bool, typer.Option(
+        "--repeat", help="Time the networks a second time and report the machine's own repeatability (the two "
+                         "measurements against each other): the floor no table can beat here. Doubles the time.")] = False,
+    record: Annotated[bool, typer.Option(
+        "--record", help="Write the figures (with the date and this CPU) into the table, where `lut list` and "
+                         "`lut info` show them.")] = False,
 ):
     """Measure random sub-networks on the table's device and compare with its predictions.
 
@@ -156,7 +170,7 @@ def lut_validate(
     from ..workflows.profile import validate_lut
 
     result = validate_lut(lut, model, checkpoint, input_size, width_mult, samples, rounds, plot, allow_mismatch,
-                          progress=not as_json)
+                          progress=not as_json, repeat=repeat, record=record)
     summary = {k: v for k, v in result.items() if k not in ("predicted_ms", "measured_ms")}
     if as_json:
         print(json.dumps(summary))
@@ -169,6 +183,26 @@ def lut_validate(
         console.print(f"this machine runs {summary['speed_factor']:.3f}x as slow as at the build (anchor networks); "
                       f"corrected for that: MAPE {a['mape']:.2f}%  max {a['max_error']:.2f}%  within 5%: "
                       f"{a['within_5pct']:.0%}  within 10%: {a['within_10pct']:.0%}  Kendall tau {a['kendall_tau']:.3f}")
+    if "repeatability" in summary:
+        r = summary["repeatability"]
+        console.print(f"repeatability (the same networks timed again): MAPE {r['mape']:.2f}%  within 5%: "
+                      f"{r['within_5pct']:.0%}  Kendall tau {r['kendall_tau']:.3f}")
+    if record:
+        console.print(f"recorded in {lut}")
+
+
+def validation_text(v: dict) -> str:
+    """A recorded validation in one line: where, when, how well, and the machine's own floor."""
+    where = f"{v['date']} on {v.get('cpu_id', '?')}, " if "date" in v else ""
+    text = (f"{where}{v['samples']} networks: MAPE {v['mape']:.2f}%, {v['within_5pct']:.0%} within 5%, "
+            f"tau {v['kendall_tau']:.3f}")
+    if "adjusted" in v:
+        a = v["adjusted"]
+        text += f" (drift-corrected {a['mape']:.2f}%, tau {a['kendall_tau']:.3f})"
+    if "repeatability" in v:
+        r = v["repeatability"]
+        text += f"; repeatability {r['mape']:.2f}%, tau {r['kendall_tau']:.3f}"
+    return text
 
 
 # --- phones: bundle -> run on the phone -> import ------------------------------------------------

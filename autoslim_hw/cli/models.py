@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..errors import UserError
-from ._common import console, human_count
+from ._common import console, human_bytes, human_count, say
 
 
 def models_cmd(
@@ -26,39 +25,72 @@ def models_cmd(
 
 
 def count_cmd(
-    model: Annotated[str, typer.Option(help="Built-in model name (see `autoslim-hw models`).")] = "mobilenet_v2",
-    width: Annotated[Optional[float], typer.Option(help="Uniform width multiplier, e.g. 0.5 (default 1.0).")] = None,
-    channels: Annotated[Optional[Path], typer.Option(help="Channel config JSON (from search, or ChannelConfig.to_json).")] = None,
-    layers: Annotated[Optional[str], typer.Option(help="Layer-list form of the AutoSlim releases, e.g. \"[32, 16, ...]\".")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Built-in model name (see `autoslim-hw models`). Default: the model of --checkpoint, of a search "
+             "result given with --channels, or of --lut; else mobilenet_v2.")] = None,
+    width: Annotated[Optional[float], typer.Option(
+        help="Uniform width multiplier, e.g. 0.5 (default 1.0): every unit's channels x width, rounded to a "
+             "multiple of 8 (AutoSlim's uniform baseline). Add --published for the architecture's own rule.")] = None,
+    published: Annotated[bool, typer.Option(
+        "--published", help="Read --width by the architecture's published rule (torchvision's width_mult for "
+                            "MobileNetV2 and MNASNet, the paper's for MobileNetV1: e.g. MobileNetV2 0.75x is "
+                            "209M MACs, its last conv kept at 1280).")] = False,
+    channels: Annotated[Optional[Path], typer.Option(
+        help="Channel config JSON, or a search result (`autoslim-hw search`; pick the target with --target).")] = None,
+    target: Annotated[Optional[int], typer.Option(help="Index of the target in a search result given with --channels.")] = None,
+    layers: Annotated[Optional[str], typer.Option(
+        help="Layer-list form of the AutoSlim releases, e.g. \"[32, 16, ...]\"; widths off the search grid are "
+             "counted as given.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Count the supernet of this checkpoint.")] = None,
+    lut: Annotated[Optional[Path], typer.Option(
+        help="Lookup table (`autoslim-hw lut list`): add the latency it predicts for the config.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="With --lut: refuse a table of another device.")] = None,
+    runtime: Annotated[Optional[str], typer.Option(help="With --lut: refuse a table of another runtime.")] = None,
+    allow_mismatch: Annotated[bool, typer.Option(
+        "--allow-mismatch", help="Predict with a table profiled for another model or input size.")] = False,
     input_size: Annotated[Optional[int], typer.Option(help="Input resolution (default: the model's).")] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classifier outputs (default: the model's).")] = None,
     width_max: Annotated[float, typer.Option(help="Supernet's largest width multiplier.")] = 1.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
-    """MACs, params and memory of a model at a channel config.
+    """MACs, params and memory of a model at a channel config, and with --lut its predicted latency.
 
-    Conventions follow the AutoSlim paper: conv/linear multiply-adds only; params
-    include BN; memory = weights + feature maps, in elements.
+    Conventions follow the AutoSlim paper: MACs count conv/linear multiply-adds only; params
+    include BN; memory is the paper's Table 1 measure (parameters + every conv/linear output,
+    in elements). What a deployed network holds is shown beside it: the peak of live float32
+    activations, and "deployed" = BN-folded weights + that peak (what `search --memory` limits).
 
-    Example: autoslim-hw count --model mobilenet_v2 --width 1.0
+    Examples:
+
+      autoslim-hw count --model mobilenet_v2 --width 0.75 --published
+
+      autoslim-hw count --channels runs/x/search.json --target 1 --lut luts/my-table.json --json
+
+      autoslim-hw count --lut src/autoslim_hw/lookup_tables/data/TABLE.json --layers "[...]"
     """
-    from ..counting import count
-    from ..models import create_model
-    from ..workflows.common import config_from_options
+    from ..workflows.count import count_config
 
-    if input_size is not None and input_size < 8:
-        raise UserError(f"--input-size {input_size} is too small; use at least 8")
-    supernet = create_model(model, width_max=width_max, input_size=input_size, num_classes=num_classes)
-    config = config_from_options(supernet, width, channels, layers)
-    counts = count(supernet, config)
+    r = count_config(model, width, published, channels, target, layers, checkpoint, lut, device, runtime,
+                     allow_mismatch, input_size, num_classes, width_max)
     if as_json:
-        print(json.dumps({"model": model, "input_size": supernet.spec.input_size, **counts.to_dict(),
-                          "layers": supernet.space.to_layer_list(config)}))
+        print(json.dumps(r.to_dict()))
         return
-    table = Table("model", "input", "MACs", "params", "memory (elements)", "peak activations")
-    table.add_row(model, str(supernet.spec.input_size), human_count(counts.macs), human_count(counts.params),
-                  human_count(counts.memory), f"{counts.peak_activation_bytes / 2**20:.2f} MiB")
+    columns = ["model", "input", "MACs", "params", "memory (paper)", "peak activations", "deployed"]
+    row = [r.model, str(r.input_size), human_count(r.macs), human_count(r.params), human_count(r.memory),
+           human_bytes(r.peak_activation_bytes), human_bytes(r.deployed_memory_bytes)]
+    if r.latency_ms is not None:
+        columns.append("latency")
+        row.append(f"{r.latency_ms:.3f} ms")
+    table = Table(*columns)
+    table.add_row(*row)
     console.print(table)
+    if r.width_rule:
+        say(f"width rule: {r.width_rule}")
+    if r.lut:
+        say(f"latency: {r.lut} ({r.lut_device}, {r.lut_runtime}), "
+            f"{'calibrated' if r.calibrated else 'sum of layers'}; layer sum {r.layer_sum_ms:.3f} ms")
+    for note in r.notes:
+        say(f"note: {note}")
 
 
 def units_cmd(

@@ -95,6 +95,16 @@ class LatencyTable:
         (older tables, phones)."""
         return self.metadata["latency_statistic"]
 
+    def outdated(self) -> str | None:
+        """Why a host table was built with an older method (its latencies are another statistic
+        than tables built now take), or None. Phone tables keep the median: that is their method."""
+        from ..profilers.latency import HOST_STATISTIC, STATISTIC_TEXT
+
+        if self.metadata.get("device", {}).get("kind", "host") != "host" or self.statistic == HOST_STATISTIC:
+            return None
+        return (f"built with an older method ({STATISTIC_TEXT[self.statistic]}; tables built now keep "
+                f"{STATISTIC_TEXT[HOST_STATISTIC]}): rebuild it with `autoslim-hw profile` on that machine")
+
     def check_target(self, device: str, runtime: str, allow_mismatch: bool = False) -> None:
         have = (self.metadata.get("device", {}).get("name"), self.metadata.get("runtime"))
         if have != (device, runtime) and not allow_mismatch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ConfigError
+from ..nn.config import ChannelConfig
 from ..nn.supernet import ModelSpec, Supernet, slimmable
 from ._registry import model_entry
 
@@ -49,3 +50,34 @@ def build_from_spec(spec: ModelSpec) -> Supernet:
         raise ConfigError(f"model spec of {spec.arch} cannot be built: {exc}") from None
     return slimmable(base, width_max=spec.width_max, groups=spec.groups, divisor=spec.divisor,
                      input_size=spec.input_size, in_chans=spec.in_chans, keep_weights=False, spec=spec)
+
+
+def published_config(supernet: Supernet, width: float) -> ChannelConfig:
+    """The architecture's own width variant at `width` (e.g. torchvision's MobileNetV2 0.75x:
+    209M MACs, not the 189M of every unit x 0.75) as a config of `supernet`: the family's
+    factory builds it with `width_mult`, and each unit takes the width its layers have there.
+    Usually off the supernet's width grid; refused for families without such a rule."""
+    spec = supernet.spec
+    entry = model_entry(spec.arch)
+    if entry.width_rule is None:
+        raise ConfigError(f"{spec.arch} has no published width rule; --width scales every unit by the same factor "
+                          "(drop --published)")
+    if not 0 < width <= spec.width_max:
+        raise ConfigError(f"--width {width} is outside (0, {spec.width_max:g}], the supernet's range")
+    base_width = spec.extra.get("width_mult", 1.0)
+    model = entry.build(num_classes=spec.num_classes, in_chans=spec.in_chans,
+                        **{**spec.extra, "width_mult": base_width * width})
+    modules = dict(model.named_modules())
+    widths = {}
+    for unit in supernet.space.free_units:
+        outs = {_out_width(modules[name]) for name in unit.layers if name in modules}
+        outs.discard(None)
+        if len(outs) != 1:  # the rule's tied layers always agree; this would be a bug in a family
+            raise ConfigError(f"{spec.arch} at width {width}: unit {unit.name!r} has widths {sorted(outs)} in the "
+                              "published variant")
+        widths[unit.name] = outs.pop()
+    return supernet.space.validate(ChannelConfig(widths), strict=False)
+
+
+def _out_width(module) -> int | None:
+    return getattr(module, "out_channels", None) or getattr(module, "out_features", None)

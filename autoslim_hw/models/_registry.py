@@ -18,14 +18,17 @@ class ModelEntry:
     input_size: int
     num_classes: int
     description: str
+    # the architecture's own width rule, when it has one: the factory takes `width_mult` and
+    # builds the published variant (e.g. torchvision's MobileNetV2 0.75x); None: no such rule
+    width_rule: str | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(input_size: int, num_classes: int, description: str):
+def register_model(input_size: int, num_classes: int, description: str, width_rule: str | None = None):
     def wrap(fn: Callable[..., nn.Module]):
-        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, input_size, num_classes, description)
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, input_size, num_classes, description, width_rule)
         return fn
     return wrap
 

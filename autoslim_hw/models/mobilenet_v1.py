@@ -20,10 +20,15 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1) -> 
 
 class MobileNetV1(nn.Module):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, stem_stride: int = 2,
-                 blocks=_BLOCKS):
+                 blocks=_BLOCKS, width_mult: float = 1.0):
         super().__init__()
-        layers, cin = [_conv_bn(in_chans, 32, 3, stem_stride)], 32
+        # the paper's width multiplier as TF-Slim applies it (depth_multiplier, min_depth 8)
+        def depth(c: int) -> int:
+            return max(int(c * width_mult), 8)
+
+        layers, cin = [_conv_bn(in_chans, depth(32), 3, stem_stride)], depth(32)
         for cout, stride in blocks:
+            cout = depth(cout)
             layers += [_conv_bn(cin, cin, 3, stride, groups=cin), _conv_bn(cin, cout, 1, 1)]
             cin = cout
         self.features = nn.Sequential(*layers)
@@ -41,6 +46,8 @@ class MobileNetV1(nn.Module):
         return self.classifier(x.flatten(1))
 
 
-@register_model(input_size=224, num_classes=1000, description="MobileNetV1 1.0x, ImageNet layout")
-def mobilenet_v1(num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
-    return MobileNetV1(num_classes, in_chans)
+@register_model(input_size=224, num_classes=1000, description="MobileNetV1 1.0x, ImageNet layout",
+                width_rule="the paper's width multiplier (TF-Slim depth_multiplier): every layer's channels x w, "
+                           "truncated, at least 8")
+def mobilenet_v1(num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0) -> nn.Module:
+    return MobileNetV1(num_classes, in_chans, width_mult=width_mult)

@@ -7,7 +7,12 @@ from ._common import replace_stem_channels
 from ._registry import register_model
 
 
-@register_model(input_size=224, num_classes=1000, description="MobileNetV2 1.0x (torchvision layout), ImageNet")
+_V2_RULE = ("torchvision's width_mult: every block's channels x w rounded to a multiple of 8, expansions "
+            "from the rounded inputs, the last conv kept at 1280 below 1.0x")
+
+
+@register_model(input_size=224, num_classes=1000, description="MobileNetV2 1.0x (torchvision layout), ImageNet",
+                width_rule=_V2_RULE)
 def mobilenet_v2(num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0) -> nn.Module:
     import torchvision  # imported on use: it costs seconds at start-up
 
@@ -17,7 +22,8 @@ def mobilenet_v2(num_classes: int = 1000, in_chans: int = 3, width_mult: float =
 
 
 @register_model(input_size=32, num_classes=10,
-                description="MobileNetV2 for 32x32 inputs: stem and first 24-channel block at stride 1 (AutoSlim's CIFAR-10 model)")
+                description="MobileNetV2 for 32x32 inputs: stem and first 24-channel block at stride 1 (AutoSlim's CIFAR-10 model)",
+                width_rule=_V2_RULE)
 def mobilenet_v2_cifar(num_classes: int = 10, in_chans: int = 3, width_mult: float = 1.0) -> nn.Module:
     model = mobilenet_v2(num_classes, in_chans, width_mult)
     # downsample 8x instead of 32x: 32x32 inputs end at 4x4 like ImageNet's 224 at 7x7

@@ -76,7 +76,8 @@ register_cost(CostKind(
     "params", "params", "params", "Parameter limit, e.g. 2M.", human_count, lambda m, c: m.counts(c).params))
 register_cost(CostKind(
     "memory", "memory", "memory",
-    "Memory limit in bytes (float32 weights, BN folded, + peak live activations at batch 1), e.g. 9MiB.",
+    "Deployed-memory limit in bytes: float32 weights with BN folded + the peak of live activations at batch "
+    "1, e.g. 9MiB (not the paper's Table 1 memory, which `count` shows as 'memory (paper)').",
     lambda v: f"{v / 2 ** 20:.2f} MiB", lambda m, c: deployed_memory_bytes(m.supernet, c, counts=m.counts(c))))
 
 COST_KINDS = tuple(COSTS)  # in registration order: the order of result files' cost fields
@@ -162,9 +163,13 @@ class CostModel:
         return self._cache[config]
 
 
+UNIFORM_RULE = ("uniform width: every unit's channels x the multiplier, rounded to a multiple of 8 and snapped to "
+                "its nearest width option (not the architecture's published rule; see `count --published`)")
+
+
 def uniform_baseline(space, cost: Callable[[ChannelConfig], float], limit: float,
                      at_least: bool = False) -> tuple[float, ChannelConfig] | None:
-    """The uniform-width config one would pick without a search: the widest whose cost is within
+    """The uniform-width config (UNIFORM_RULE) one would pick without a search: the widest whose cost is within
     `limit`, or with at_least=True the narrowest whose cost reaches it (a baseline given at least
     the searched config's budget). (multiplier, config), or None when no uniform config qualifies."""
     ladder = space.uniform_ladder()

@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..nn.evaluate import evaluate_config
 from ..nn.materialize import materialize
 from ..profilers import MeasureSettings, get_backend, pinned_to_core
+from ..search.costs import UNIFORM_RULE
 from ..profilers.latency import STATISTIC_TEXT
 from ..profilers.devices import measurement_core
 from ..train import TrainSettings, train
@@ -49,7 +50,7 @@ class DemoRow:
     at_build_speed_ms: float | None
     macs: int
     params: int
-    memory: int  # bytes
+    memory: int  # deployed bytes: BN-folded float32 weights + peak live activations
     top1: float  # validation split, BN recalibrated
     onnx_bytes: int
 
@@ -254,7 +255,7 @@ def _export_and_measure(supernet, table, results: dict, calib, val, settings: Tr
 
 
 def _print_rows(rows: list[DemoRow], console: Console) -> None:
-    table = Table("config", "target ms", "predicted ms", "measured ms", "at build speed", "MACs", "params", "memory",
+    table = Table("config", "target ms", "predicted ms", "measured ms", "at build speed", "MACs", "params", "deployed memory",
                   "top-1 %")
     for r in rows:
         table.add_row(r.name, f"{r.limit_ms:.3f}", f"{r.predicted_ms:.3f}", f"{r.measured_ms:.3f}",
@@ -278,14 +279,14 @@ def _write_report(out: Path, rows: list[DemoRow], settings: TrainSettings, resul
         "At each latency target: *paper* is the AutoSlim criterion (slim the unit whose cut costs the least "
         "accuracy; cost only decides where to stop), *latency-guided* the least accuracy per predicted "
         "millisecond saved, *flops-guided* the least accuracy per MAC saved (stopped at the same predicted "
-        "latency), *uniform* the widest uniform width within the target.", "",
+        f"latency), *uniform* the widest uniform width within the target ({UNIFORM_RULE}).", "",
         "![accuracy against measured latency](demo_families.png)", "",
         "Accuracy: top-1 on the validation split after BN recalibration (supernet weights, not retrained). "
         f"Latency: all configs timed in interleaved rounds ({STATISTIC_TEXT[statistic]}, as the table measures), together with {ANCHORS} of the "
         "table's calibration networks: " + (f"those ran {factor:.2f}x their time at the table's build, and "
         "*at build speed* divides by that (the table's own error, without the machine's drift)."
         if factor else "(the table kept none)."), "",
-        "| config | target ms | predicted ms | measured ms | error | at build speed | MACs | params | memory KiB "
+        "| config | target ms | predicted ms | measured ms | error | at build speed | MACs | params | deployed memory KiB "
         "| top-1 % | ONNX bytes |",
         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -10,6 +10,7 @@ from ..lookup_tables import LatencyTable
 from ..lookup_tables.build import build_table
 from ..lookup_tables.discover import SHIPPED, check_table_model, default_table_path, table_model
 from ..lookup_tables.networks import network_timing
+from ..lookup_tables.table import model_key
 from ..lookup_tables.validate import validate_table
 from ..nn.supernet import Supernet
 from ..profilers import MeasureSettings, get_backend
@@ -47,9 +48,12 @@ def default_plot(lut: Path) -> Path:
 
 def validate_lut(lut: Path, model: str | None = None, checkpoint: Path | None = None, input_size: int | None = None,
                  width_mult: float | None = None, samples: int = 100, rounds: int | None = None,
-                 plot: Path | None = None, allow_mismatch: bool = False, progress: bool = True) -> dict:
-    """Fidelity of a host table on random sub-networks measured here (see `validate_table`), with
-    a scatter plot; the model is the table's own unless one is named."""
+                 plot: Path | None = None, allow_mismatch: bool = False, progress: bool = True,
+                 repeat: bool = False, record: bool = False) -> dict:
+    """Fidelity of a host table on random sub-networks measured here (see `validate_table`; with
+    `repeat`, the machine's own repeatability too), with a scatter plot; the model is the table's
+    own unless one is named. With `record` the figures are written into the table's metadata
+    ("validation", with the date and this CPU), where `lut list` and `lut info` show them."""
     from .plots import validation_scatter
 
     if samples < 2:
@@ -74,8 +78,20 @@ def validate_lut(lut: Path, model: str | None = None, checkpoint: Path | None = 
     except UserError:  # a device file's device: the table keeps its record
         dev = DeviceSpec.from_dict({k: v for k, v in table.metadata["device"].items() if k in DeviceFile.model_fields},
                                    f"{lut}'s device")
+    if record and (allow_mismatch or model is not None or checkpoint is not None):
+        raise UserError("--record writes the figures into the table; validate it on its own model, on the machine "
+                        "it was built on (drop --allow-mismatch, --model and --checkpoint)")
     result = validate_table(table, supernet, get_backend(runtime, profiles=True), dev, samples,
-                            network_timing(table, supernet, rounds), progress=progress)
+                            network_timing(table, supernet, rounds), progress=progress, repeat=repeat)
     plot = plot or default_plot(lut)
     validation_scatter(result, plot, f"{supernet.spec.arch} on {dev_name} ({runtime})")
+    if record:
+        import time
+
+        from ..profilers.devices import cpu_id, cpu_model
+
+        table.metadata["validation"] = {
+            **{k: v for k, v in result.items() if k not in ("predicted_ms", "measured_ms")},
+            "date": time.strftime("%Y-%m-%d"), "cpu_id": cpu_id(), "cpu_model": cpu_model(), "model": model_key(supernet)}
+        table.save(lut)
     return {**result, "plot": str(plot)}

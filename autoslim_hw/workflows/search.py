@@ -199,6 +199,7 @@ def run_search(targets: list[Target], checkpoint: Path | None = None, *, lut: Pa
         "lut": None if table is None else {"path": str(lut_path), "sha256": file_digest(lut_path),
                                            "device": table.metadata["device"]["name"],
                                            "runtime": table.metadata["runtime"]},
+        "costs": {k.name: k.help for k in COSTS.values()},  # what each cost field of the file measures
         "settings": {"criterion": criterion, "cost": cost_kind, "bn": bn, "batch_size": batch_size,
                      "batches": batches, "data": settings.get("data", "digits"),
                      "search_size": settings.get("search_size", 0.1), "seed": settings.get("seed", 0),
