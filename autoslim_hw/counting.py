@@ -77,17 +77,18 @@ def layer_costs(supernet: Supernet, config: ChannelConfig | None = None, input_s
     for slot in supernet.space.layers.values():
         module = supernet.net.get_submodule(slot.name)
         cin, cout = slot_widths(slot, widths)
-        in_shape, out_shape = geometry[slot.name]
+        # a layer outside the inference graph (a training-only head): its params, no work
+        in_shape, out_shape = geometry.get(slot.name, ((0, 0, 0, 0), (0, 0, 0, 0)))
         out_hw = _hw(out_shape)
-        if slot.kind in ("conv", "dwconv"):
+        if slot.kind in ("conv", "dwconv", "gconv"):
             kh, kw = module.kernel_size
-            groups = cin if slot.kind == "dwconv" else 1
+            groups = cin if slot.kind == "dwconv" else cin // slot.group_width if slot.kind == "gconv" else 1
             macs = cin // groups * cout * kh * kw * out_hw[0] * out_hw[1]
             params = cout * (cin // groups) * kh * kw + (cout if module.bias is not None else 0)
             kernel, stride = (kh, kw), tuple(module.stride)
         elif slot.kind == "linear":
             groups, kernel, stride = 1, (1, 1), (1, 1)
-            macs = cin * cout
+            macs = cin * cout if slot.name in geometry else 0
             params = cin * cout + (cout if module.bias is not None else 0)
         else:  # bn: free at inference, two parameters per channel
             groups, kernel, stride = 1, (1, 1), (1, 1)
@@ -111,6 +112,9 @@ def _node_elements(supernet: Supernet, widths: dict[str, int], input_size) -> di
     geometry = supernet.layer_geometry(input_size)
     out = {}
     for node in supernet.nodes:
+        if node.name not in geometry:  # outside the inference graph
+            out[node.name] = 0
+            continue
         shape = geometry[node.name][1]
         spatial = 1
         for s in shape[2:]:

@@ -47,6 +47,10 @@ def test_count_published_width_is_torchvisions_variant():
     # torchvision mobilenet_v2(width_mult=0.75): 209.07M MACs, 2,636,424 params (the layer list)
     assert (data["macs"], data["params"]) == (209_069_792, 2_636_424)
     assert data["width_rule"].startswith("published") and data["off_grid_units"]
+    # without --width: the model as built; torchvision documents EfficientNet-B0 at 5,288,548 params
+    # (its squeeze-and-excitation widths 4, 6, 10 are off the 8-grid that --width 1.0 rounds to)
+    data = json.loads(run_cli("count", "--model", "efficientnet_b0", "--json").stdout)
+    assert data["params"] == 5_288_548 and data["width_rule"].startswith("the model as built")
     assert_user_error(run_cli("count", "--model", "resnet18", "--width", "0.5", "--published"),
                       "no published width rule")
     assert_user_error(run_cli("count", "--layers", "[8]", "--published"), "--published")

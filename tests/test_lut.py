@@ -565,3 +565,33 @@ def test_tables_of_an_older_method_are_flagged():
         i = lines.index(p.name)
         flagged = "OUTDATED" in lines[i + 2]
         assert flagged == (LatencyTable.load(p).statistic == "median")
+
+
+def test_squeeze_excitation_and_grouped_convs_have_signatures():
+    class SE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=2)  # 8 channels per group
+            self.fc1, self.fc2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            x = self.grouped(self.conv(x))
+            s = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+            return self.head((x * s).mean((2, 3)))
+
+    import torch
+
+    net = slimmable(SE(), width_max=1.0, groups=2, input_size=8)
+    ops = deployed_ops(net)
+    assert [(o.op, o.act) for o in ops] == [("conv", "none"), ("gconv", "none"), ("gap", "none"), ("conv", "relu"),
+                                            ("conv", "sigmoid"), ("scale", "none"), ("gap", "none"), ("linear", "none")]
+    sigs = config_signatures(net, net.space.largest(), ops)
+    # the grouped conv keeps 8 channels per group: 16 channels are 2 groups
+    assert (sigs[1].cin, sigs[1].groups) == (16, 2) and (sigs[5].h, sigs[5].cin) == (8, 16)
+    from autoslim_hw.lookup_tables.build import single_op_model
+
+    for sig in sigs:  # each one runs as the single-op model the table would time
+        model, shapes = single_op_model(sig)
+        model(*[torch.zeros(s) for s in shapes])

@@ -152,3 +152,52 @@ def test_keep_weights_base_config_reproduces_the_base_model():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(net(x), base(x), atol=1e-5)
+
+
+def test_grouped_conv_keeps_its_group_width_and_counts_by_hand():
+    from autoslim_hw.counting import count
+
+    # 3 -> 24 (dense), 24 -> 24 grouped with 12 channels per group (2 groups), 24 -> 10 linear
+    model = nn.Sequential(nn.Conv2d(3, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(),
+                          nn.Conv2d(24, 24, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(24), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+    net = slimmable(model, width_max=1.5, groups=4, input_size=8)
+    (unit,) = net.space.free_units
+    # options: 1.5 x 24 x i/4 = 9, 18, 27, 36, rounded to multiples of lcm(8, 12) = 24 (at least 24)
+    assert unit.multiple == 12 and unit.options == (24, 48)
+    # any multiple of 12 is a valid width off the grid; 12 channels = 1 group of 12
+    cfg = net.space.validate(type(net.config)({unit.name: 12}), strict=False)
+    c = count(net, cfg)
+    assert c.macs == 3 * 12 * 64 + (12 // 1) * 12 * 9 * 64 + 12 * 10
+    with pytest.raises(Exception, match="multiple of 12"):
+        net.space.validate(type(net.config)({unit.name: 16}), strict=False)
+    net.set_config(cfg)
+    assert net.net[3].active_groups == 1
+    net.eval()
+    assert net(torch.randn(1, 3, 8, 8)).shape == (1, 10)
+
+
+def test_stochastic_depth_and_namedtuple_outputs_are_followed():
+    from torchvision.ops import StochasticDepth
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 1)
+            self.branch = nn.Conv2d(8, 8, 3, padding=1)
+            self.drop = StochasticDepth(0.2, "row")
+            self.head = nn.Linear(8, 4)
+            self.aux = nn.Linear(8, 4)
+
+        def forward(self, x):
+            from collections import namedtuple
+
+            x = self.stem(x)
+            x = x + self.drop(self.branch(x))  # the residual ties stem and branch
+            pooled = x.mean((2, 3))
+            return namedtuple("Outputs", "logits aux")(self.head(pooled), self.aux(pooled))
+
+    net = slimmable(Block(), input_size=8)
+    free = {u.name for u in net.space.free_units}
+    fixed = {u.name for u in net.space.units.values() if u.fixed}
+    assert free == {"stem"} and {"head", "aux"} <= fixed  # both outputs of the tuple stay at 4

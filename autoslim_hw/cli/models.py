@@ -29,8 +29,9 @@ def count_cmd(
         help="Built-in model name (see `autoslim-hw models`). Default: the model of --checkpoint, of a search "
              "result given with --channels, or of --lut; else mobilenet_v2.")] = None,
     width: Annotated[Optional[float], typer.Option(
-        help="Uniform width multiplier, e.g. 0.5 (default 1.0): every unit's channels x width, rounded to a "
-             "multiple of 8 (AutoSlim's uniform baseline). Add --published for the architecture's own rule.")] = None,
+        help="Uniform width multiplier, e.g. 0.5: every unit's channels x width, rounded to a multiple of 8 "
+             "(AutoSlim's uniform baseline). Add --published for the architecture's own rule. Without --width, "
+             "--channels or --layers: the model as built, its 1.0x as published.")] = None,
     published: Annotated[bool, typer.Option(
         "--published", help="Read --width by the architecture's published rule (torchvision's width_mult for "
                             "MobileNetV2 and MNASNet, the paper's for MobileNetV1: e.g. MobileNetV2 0.75x is "

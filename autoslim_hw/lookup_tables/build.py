@@ -23,12 +23,20 @@ from .networks import calibration_settings, measure_networks, sample_configs
 from .signatures import Signature, enumerate_signatures
 from .table import LatencyTable, model_key
 
-_ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "sigmoid": nn.Sigmoid}
+_ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
+         "hardsigmoid": nn.Hardsigmoid}
 
 
 class _Add(nn.Module):
     def forward(self, x, y):
         return x + y
+
+
+class _Scale(nn.Module):
+    """Squeeze-and-excitation's product: a feature map times one weight per channel."""
+
+    def forward(self, x, s):
+        return x * s
 
 
 class _GlobalPool(nn.Module):
@@ -38,7 +46,7 @@ class _GlobalPool(nn.Module):
 
 def single_op_model(sig: Signature) -> tuple[nn.Module, list[tuple[int, ...]]]:
     """The op as deployed (BN folded away, activation fused), and its input shapes."""
-    if sig.op in ("conv", "dwconv"):
+    if sig.op in ("conv", "dwconv", "gconv"):
         layers = [nn.Conv2d(sig.cin, sig.cout, sig.kernel, sig.stride, sig.padding, groups=sig.groups, bias=True)]
         shapes = [(1, sig.cin, sig.h, sig.w)]
     elif sig.op == "linear":
@@ -47,6 +55,8 @@ def single_op_model(sig: Signature) -> tuple[nn.Module, list[tuple[int, ...]]]:
         return _Add(), [(1, sig.cin, sig.h, sig.w)] * 2
     elif sig.op == "gap":
         return _GlobalPool(), [(1, sig.cin, sig.h, sig.w)]
+    elif sig.op == "scale":
+        return _Scale(), [(1, sig.cin, sig.h, sig.w), (1, sig.cin, 1, 1)]
     else:
         raise ValueError(f"no single-op model for {sig.op}")
     if sig.act != "none":

@@ -12,6 +12,7 @@ import itertools
 import operator
 from dataclasses import asdict, dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
@@ -19,8 +20,9 @@ from ..nn.config import ChannelConfig, slot_widths
 from ..nn.supernet import Supernet
 
 _ACTIVATION_NAMES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.SiLU: "silu",
-                     nn.Sigmoid: "sigmoid", F.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
-                     F.silu: "silu"}
+                     nn.Sigmoid: "sigmoid", nn.Hardsigmoid: "hardsigmoid", F.relu: "relu", F.relu6: "relu6",
+                     F.hardswish: "hardswish", F.silu: "silu", F.hardsigmoid: "hardsigmoid", torch.relu: "relu",
+                     torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid"}
 
 
 # Calibrations weigh the layer sums by these groups of ops.
@@ -28,12 +30,13 @@ OP_GROUPS = ("conv", "dwconv", "other")
 
 
 def op_group(op: str) -> str:
-    return op if op in ("conv", "dwconv") else "other"
+    """A grouped conv (several channels per group) costs like a dense conv of its MACs."""
+    return "conv" if op == "gconv" else op if op in ("conv", "dwconv") else "other"
 
 
 @dataclass(frozen=True)
 class Signature:
-    op: str  # conv | dwconv | linear | add | gap
+    op: str  # conv | dwconv | gconv | linear | add | gap | scale (squeeze-and-excitation's product)
     h: int
     w: int
     cin: int
@@ -67,13 +70,14 @@ class DeployedOp:
     act: str = "none"
     layer: str | None = None  # the slimmable layer (conv/linear), if any
     channels_of: tuple = ()  # for add/gap: segments (unit, max, factor) of the tensor
+    group_width: int = 1  # gconv: channels per group
 
     def signature(self, supernet: Supernet, widths: dict[str, int]) -> Signature:
         if self.layer is not None:
             cin, cout = slot_widths(supernet.space.layers[self.layer], widths)
         else:
             cin = cout = sum(widths[u] * f for u, _, f in self.channels_of)
-        groups = cin if self.op == "dwconv" else 1
+        groups = cin if self.op == "dwconv" else cin // self.group_width if self.op == "gconv" else 1
         return Signature(self.op, self.h, self.w, cin, cout, self.kernel, self.stride, self.padding, groups, self.act)
 
 
@@ -96,7 +100,8 @@ def _activation_of(node: fx.Node, modules: dict) -> tuple[str, fx.Node]:
 
 
 def deployed_ops(supernet: Supernet) -> list[DeployedOp]:
-    """Conv/linear layers (BN and activation fused), residual adds and global pools, in order."""
+    """Conv/linear layers (BN and activation fused), residual adds, global pools and
+    squeeze-and-excitation products (a map times per-channel weights), in order."""
     gm = supernet.trace()
     modules = dict(gm.named_modules())
     geometry = supernet.layer_geometry()
@@ -115,15 +120,30 @@ def deployed_ops(supernet: Supernet) -> list[DeployedOp]:
                 ops.append(DeployedOp(node.target, "linear", 1, 1, act=act, layer=node.target))
             else:
                 ops.append(DeployedOp(node.target, slot.kind, h, w, m.kernel_size[0], m.stride[0], m.padding[0],
-                                      act, node.target))
+                                      act, node.target, group_width=slot.group_width))
         elif node.op == "call_function" and node.target in (operator.add, operator.iadd) and node.name in layouts:
             shape = geometry[node.name][1]
             if len(shape) == 4:
                 ops.append(DeployedOp(node.name, "add", shape[2], shape[3], channels_of=layouts[node.name]))
+        elif node.name in layouts and _is_channel_scale(node, geometry):
+            shape = geometry[node.name][1]
+            ops.append(DeployedOp(node.name, "scale", shape[2], shape[3], channels_of=layouts[node.name]))
         elif node.name in layouts and _is_global_pool(node, modules, geometry):
             shape = geometry[node.all_input_nodes[0].name][1]
             ops.append(DeployedOp(node.name, "gap", shape[2], shape[3], channels_of=layouts[node.name]))
     return ops
+
+
+def _is_channel_scale(node: fx.Node, geometry: dict) -> bool:
+    """x * s with x a feature map and s one value per channel (N, C, 1, 1)."""
+    is_mul = (node.op == "call_function" and node.target in (operator.mul, operator.imul, torch.mul)) \
+        or (node.op == "call_method" and node.target in ("mul", "mul_"))
+    if not is_mul or len(node.all_input_nodes) != 2 or node.name not in geometry:
+        return False
+    shapes = [geometry.get(a.name, (None, None))[1] for a in node.all_input_nodes]
+    if any(s is None or len(s) != 4 for s in shapes):
+        return False
+    return sorted(tuple(s[2:]) == (1, 1) for s in shapes) == [False, True]
 
 
 def _is_global_pool(node: fx.Node, modules: dict, geometry: dict) -> bool:

@@ -234,13 +234,14 @@ class LatencyTable:
 
 
 def _family(sig: dict) -> tuple:
-    return (sig["op"], sig["h"], sig["w"], sig["kernel"], sig["stride"], sig["padding"], sig["act"])
+    per_group = sig["cin"] // sig["groups"] if sig["op"] == "gconv" else None  # the same group width
+    return (sig["op"], sig["h"], sig["w"], sig["kernel"], sig["stride"], sig["padding"], sig["act"], per_group)
 
 
 def _work(sig: dict) -> float:
     """Multiply-adds of the op (elements for adds and pools): the natural latency scale."""
     hw = sig["h"] * sig["w"] / (sig["stride"] ** 2)
-    if sig["op"] in ("conv", "dwconv"):
+    if sig["op"] in ("conv", "dwconv", "gconv"):
         return sig["cin"] // sig["groups"] * sig["cout"] * sig["kernel"] ** 2 * hw
     if sig["op"] == "linear":
         return sig["cin"] * sig["cout"]

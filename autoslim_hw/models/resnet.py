@@ -23,3 +23,13 @@ def resnet50(num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
     model = torchvision.models.resnet50(num_classes=num_classes)
     replace_stem_channels(model, "conv1", in_chans)
     return model
+
+
+@register_model(input_size=224, num_classes=1000,
+                description="ResNeXt-50 32x4d (torchvision), ImageNet; grouped convs keep 4 channels per group")
+def resnext50_32x4d(num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
+    import torchvision  # imported on use: it costs seconds at start-up
+
+    model = torchvision.models.resnext50_32x4d(num_classes=num_classes)
+    replace_stem_channels(model, "conv1", in_chans)
+    return model

@@ -47,6 +47,7 @@ class Unit:
     options: tuple[int, ...]  # ascending
     fixed: bool  # network input / classifier output: never slimmed
     layers: tuple[str, ...]  # conv/linear layers whose output is this unit
+    multiple: int = 1  # widths are multiples of this (a grouped conv's group width); 1: any
 
     @property
     def min(self) -> int:
@@ -63,9 +64,10 @@ class LayerSlot:
     """A slimmable layer: where its input channels come from, and its output unit."""
 
     name: str
-    kind: str  # conv | dwconv | linear | bn
+    kind: str  # conv | dwconv | gconv | linear | bn
     in_segments: tuple[tuple[str, int, int], ...]  # (unit, max width, features per channel)
-    out_unit: str | None  # None for layers that follow their input (dwconv, bn)
+    out_unit: str | None  # None for layers that follow their input (dwconv, gconv, bn)
+    group_width: int = 1  # gconv: channels per group (its groups = width / group_width)
 
 
 def slot_widths(slot: LayerSlot, widths: Mapping[str, int]) -> tuple[int, int]:
@@ -185,7 +187,7 @@ class ChannelSpace:
             raise ConfigError(f"width multiplier {multiplier} is outside (0, {self.width_max}]")
         widths = {}
         for u in self.free_units:
-            w = min(u.max, make_divisible(u.base * multiplier, self.divisor))
+            w = min(u.max, make_divisible(u.base * multiplier, math.lcm(self.divisor, u.multiple)))
             widths[u.name] = min(u.options, key=lambda o: (abs(o - w), o)) if snap else w
         return ChannelConfig(widths)
 
@@ -237,6 +239,9 @@ class ChannelSpace:
                 raise ConfigError(f"width {w} for unit {u.name!r} is not an option; options are {list(u.options)}")
             if not 1 <= w <= u.max:
                 raise ConfigError(f"width {w} for unit {u.name!r} is outside [1, {u.max}]")
+            if w % u.multiple:
+                raise ConfigError(f"width {w} for unit {u.name!r} is not a multiple of {u.multiple}: the unit holds a "
+                                  f"grouped conv of {u.multiple} channels per group")
         return ChannelConfig({k: v for k, v in config.items() if not self.units[k].fixed})
 
     def normalize(self, widths: Mapping[str, int], strict: bool = True) -> ChannelConfig:

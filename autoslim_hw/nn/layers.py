@@ -65,11 +65,14 @@ class _Slimmable:
 
 
 class SlimmableConv2d(_Slimmable, nn.Conv2d):
-    """Conv2d with a slimmable width. A depthwise conv follows its input width."""
+    """Conv2d with a slimmable width. A depthwise conv follows its input width; so does a
+    grouped conv (`group_width` channels per group), whose groups scale with the width."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, depthwise: bool = False, bias: bool = True, padding_mode: str = "zeros"):
-        groups = in_channels if depthwise else 1
+                 dilation=1, depthwise: bool = False, bias: bool = True, padding_mode: str = "zeros",
+                 group_width: int | None = None):
+        self.group_width = 1 if depthwise else group_width  # None: dense
+        groups = in_channels // self.group_width if self.group_width else 1
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode)
         self.depthwise = depthwise
@@ -77,12 +80,12 @@ class SlimmableConv2d(_Slimmable, nn.Conv2d):
 
     @property
     def active_groups(self) -> int:
-        return self.active_in if self.depthwise else 1
+        return self.active_in // self.group_width if self.group_width else 1
 
     def active_weight(self) -> torch.Tensor:
         if self.active_out == self.out_channels and self.active_in == self.in_channels:
             return self.weight  # full width: skip the slicing ops and their backward
-        if self.depthwise:
+        if self.group_width:  # depthwise or grouped: (channels, channels per group, k, k)
             if self.in_index is not None:
                 return self.weight.index_select(0, self.in_index)
             return self.weight[: self.active_out]

@@ -10,6 +10,7 @@ pretrained 1.0x model starts as a supernet whose 1.0x config is that model.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -103,8 +104,15 @@ class Supernet(nn.Module):
         return self.net(x)
 
     def trace(self) -> fx.GraphModule:
-        """The network's fx graph, slimmable layers as leaves; it shares this supernet's modules."""
-        return trace(self.net, SupernetTracer)
+        """The network's inference graph (traced in eval mode: heads that run only in training,
+        such as GoogLeNet's auxiliary classifiers, are not in it), slimmable layers as leaves; it
+        shares this supernet's modules."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            return trace(self.net, SupernetTracer)
+        finally:
+            self.net.train(was_training)
 
     def set_config(self, config: ChannelConfig, strict: bool = False) -> None:
         """Activate `config` (any width in [1, max]; `strict` demands the search grid)."""
@@ -192,19 +200,23 @@ def _build_space(analysis: GraphAnalysis, width_max: float, groups: int, divisor
     units = []
     for root, base in analysis.unit_base.items():
         fixed = analysis.unit_fixed[root]
+        multiple = analysis.unit_multiple.get(root, 1)
         if fixed:
             top, options = base, (base,)
         else:
-            options = _width_options(base, width_max, groups, divisor)
+            step = math.lcm(divisor, multiple)
+            options = _width_options(base, width_max, groups, step)
+            if width_max >= 1 and options[-1] < base:  # rounding fell below the model's own width
+                options = (*options[:-1], -(-base // step) * step)
             top = options[-1]
         units.append(Unit(_unit_name(analysis, root), base, top, options, fixed,
-                          tuple(analysis.unit_producers.get(root, ()))))
+                          tuple(analysis.unit_producers.get(root, ())), multiple))
     by_root = {root: u for root, u in zip(analysis.unit_base, units)}
     slots = []
     for rec in analysis.layers.values():
         segments = tuple((by_root[s.unit].name, by_root[s.unit].max, s.factor) for s in rec.in_layout)
         out = by_root[rec.out_unit].name if rec.out_unit is not None else None
-        slots.append(LayerSlot(rec.name, rec.kind, segments, out))
+        slots.append(LayerSlot(rec.name, rec.kind, segments, out, rec.group_width))
     return ChannelSpace(units, slots, width_max, groups, divisor)
 
 
@@ -214,10 +226,11 @@ def _widen(net: nn.Module, analysis: GraphAnalysis, space: ChannelSpace, keep_we
         old = net.get_submodule(slot.name)
         in_max = sum(m * f for _, m, f in slot.in_segments)
         out_max = space.units[slot.out_unit].max if slot.out_unit is not None else in_max
-        if slot.kind in ("conv", "dwconv"):
+        if slot.kind in ("conv", "dwconv", "gconv"):
             new = SlimmableConv2d(in_max, out_max, old.kernel_size, old.stride, old.padding, old.dilation,
                                   depthwise=slot.kind == "dwconv", bias=old.bias is not None,
-                                  padding_mode=old.padding_mode)
+                                  padding_mode=old.padding_mode,
+                                  group_width=slot.group_width if slot.kind == "gconv" else None)
         elif slot.kind == "linear":
             new = SlimmableLinear(in_max, out_max, bias=old.bias is not None)
         else:
@@ -245,7 +258,7 @@ def _copy_base_weights(old: nn.Module, new: nn.Module, slot: LayerSlot, space: C
             continue
         if p_old.dim() == 1:
             p_new[out_idx] = p_old
-        elif slot.kind == "dwconv":
+        elif slot.kind in ("dwconv", "gconv"):  # (channels, channels per group, k, k)
             p_new[out_idx] = p_old
         else:
             p_new[out_idx.unsqueeze(1), in_idx.unsqueeze(0)] = p_old

@@ -1,8 +1,10 @@
 """Channel-unit discovery with torch.fx.
 
 A *channel unit* is a set of layers whose output widths must stay equal: the
-layers feeding one residual add (or an elementwise mul), and the depthwise
-convs and BatchNorms that follow them. Like Torch-Pruning's dependency graph,
+layers feeding one residual add (or an elementwise mul), and the depthwise or
+grouped convs and BatchNorms that follow them. A grouped conv (ResNeXt, RegNet)
+keeps its group width as the unit slims: its groups scale with the width, so
+the unit's widths move in multiples of the group width. Like Torch-Pruning's dependency graph,
 we trace an ordinary `nn.Module` and propagate, for every tensor, its channel
 *layout*: the units its channels come from, in order (one segment, or several
 after a concatenation). Producers (Conv2d with groups=1, Linear) start a new
@@ -13,6 +15,7 @@ Supporting another op is one entry in the handler tables below.
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Callable
@@ -40,9 +43,10 @@ Layout = tuple  # tuple[Segment, ...]
 @dataclass
 class LayerRecord:
     name: str
-    kind: str  # "conv" | "dwconv" | "linear" | "bn"
+    kind: str  # "conv" | "dwconv" | "gconv" | "linear" | "bn"
     in_layout: Layout
     out_unit: int | None  # producers only; followers keep their input layout
+    group_width: int = 1  # gconv: channels per group, kept as the width changes
 
 
 @dataclass
@@ -63,6 +67,7 @@ class GraphAnalysis:
     unit_producers: dict[int, list[str]]
     layers: dict[str, LayerRecord]
     nodes: list[NodeRecord] = field(default_factory=list)
+    unit_multiple: dict[int, int] = field(default_factory=dict)  # root -> widths must be multiples of this
 
 
 class _UnionFind:
@@ -100,6 +105,8 @@ class _Context:
         self.layouts: dict[str, Layout | None] = {}
         self.layers: dict[str, LayerRecord] = {}
         self.producers: dict[int, list[str]] = {}
+        self.multiples: dict[int, int] = {}  # unit -> its widths' required multiple (grouped convs)
+        self.extra_outputs: list[Layout] = []  # tensors packed into a structured output (namedtuple)
 
     def layout(self, arg) -> Layout | None:
         return self.layouts.get(arg.name) if isinstance(arg, fx.Node) else None
@@ -128,8 +135,9 @@ def unsupported(node: fx.Node, why: str) -> UnsupportedOperationError:
     target = getattr(node.target, "__name__", node.target)
     return UnsupportedOperationError(
         f"cannot track channels through graph node '{node.name}' ({node.op} {target}): {why}. "
-        "Supported: Conv2d (groups=1 or depthwise), Linear, BatchNorm, activations, pooling, "
-        "dropout, add/sub/mul, cat on dim 1, flatten/view(N, -1); "
+        "Supported: Conv2d (dense, depthwise, or grouped with as many outputs as inputs), Linear, BatchNorm, "
+        "activations, pooling, dropout, stochastic depth, add/sub/mul, cat on dim 1, flatten/view(N, -1), "
+        "namedtuple outputs; "
         "wrap other ops in a module that keeps channels, or pass the model without them"
     )
 
@@ -206,6 +214,28 @@ def _no_tensor(ctx: _Context, node: fx.Node, module=None):
     return None, False
 
 
+def _structured_output(ctx: _Context, node: fx.Node, module=None):
+    """A namedtuple of outputs (GoogLeNet's, Inception's): its tensors are network outputs."""
+    ctx.extra_outputs += [ctx.layouts[a.name] for a in ctx.tensor_args(node)]
+    return None, False
+
+
+# functions found by their qualified name, so that their library is not imported to list them
+NAMED_FUNCTION_HANDLERS: dict[str, Callable] = {
+    # an identity at inference; in training it drops whole samples of a residual branch
+    "torchvision.ops.stochastic_depth.stochastic_depth": _passthrough(False),
+}
+
+
+def _function_handler(target) -> Callable | None:
+    handler = FUNCTION_HANDLERS.get(target)
+    if handler is not None:
+        return handler
+    if isinstance(target, type) and issubclass(target, tuple) and hasattr(target, "_fields"):
+        return _structured_output
+    return NAMED_FUNCTION_HANDLERS.get(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}")
+
+
 def _check_in(node: fx.Node, layout: Layout, expected: int, what: str) -> None:
     got = sum(s.width * s.factor for s in layout)
     if got != expected:
@@ -223,7 +253,16 @@ def _conv(ctx: _Context, node: fx.Node, module: nn.Conv2d):
     if module.groups == module.in_channels == module.out_channels:
         ctx.layers[node.target] = LayerRecord(node.target, "dwconv", layout, None)
         return layout, True
-    raise unsupported(node, f"grouped conv with groups={module.groups} is not depthwise")
+    if module.in_channels != module.out_channels:
+        raise unsupported(node, f"grouped conv with groups={module.groups} maps {module.in_channels} to "
+                                f"{module.out_channels} channels; only grouped convs that keep the width are supported")
+    if len(layout) != 1 or layout[0].factor != 1:
+        raise unsupported(node, "grouped conv on a concatenation: its groups would straddle the parts")
+    group_width = module.in_channels // module.groups
+    unit = layout[0].unit
+    ctx.multiples[unit] = math.lcm(ctx.multiples.get(unit, 1), group_width)
+    ctx.layers[node.target] = LayerRecord(node.target, "gconv", layout, None, group_width)
+    return layout, True
 
 
 def _linear(ctx: _Context, node: fx.Node, module: nn.Linear):
@@ -345,7 +384,7 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...]) -> GraphAnalysis:
                 raise unsupported(node, f"module type {type(module).__name__} is not supported")
             layout, allocates = handler(ctx, node, module)
         elif node.op == "call_function":
-            handler = FUNCTION_HANDLERS.get(node.target)
+            handler = _function_handler(node.target)
             if handler is None:
                 raise unsupported(node, "function not supported")
             layout, allocates = handler(ctx, node)
@@ -365,7 +404,7 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...]) -> GraphAnalysis:
             inputs = tuple(a.name for a in node.all_input_nodes if ctx.layout(a) is not None)
             nodes.append(NodeRecord(node.name, layout, inputs, allocates, spatial))
 
-    for layout in output_layouts:
+    for layout in output_layouts + ctx.extra_outputs:
         for seg in layout:
             root = ctx.uf.find(seg.unit)
             ctx.uf.fixed[root] = True
@@ -378,9 +417,13 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...]) -> GraphAnalysis:
         producers.setdefault(uf.find(unit), []).extend(names)
     layers = {
         name: LayerRecord(r.name, r.kind, resolve(r.in_layout),
-                          None if r.out_unit is None else uf.find(r.out_unit))
+                          None if r.out_unit is None else uf.find(r.out_unit), r.group_width)
         for name, r in ctx.layers.items()
     }
+    multiples: dict[int, int] = {}
+    for unit, m in ctx.multiples.items():
+        root = uf.find(unit)
+        multiples[root] = math.lcm(multiples.get(root, 1), m)
     for n in nodes:
         n.layout = resolve(n.layout)
     return GraphAnalysis(
@@ -389,4 +432,5 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...]) -> GraphAnalysis:
         unit_producers=producers,
         layers=layers,
         nodes=nodes,
+        unit_multiple=multiples,
     )

@@ -104,17 +104,20 @@ def count_config(model: str | None = None, width: float | None = None, published
     supernet = count_supernet(model, checkpoint, channels, table, lut, input_size, num_classes, width_max)
     notes: list[str] = []
     rule = None
+    space = supernet.space
     if channels is not None:
         config = resolve_export_config(supernet, None, channels, target)[0]
     elif published:
         w = 1.0 if width is None else width
         config = published_config(supernet, w)
         rule = f"published ({model_entry(supernet.spec.arch).width_rule})"
+    elif width is None and layers is None:
+        config = space.base_config()
+        rule = "the model as built (its 1.0x, every width as published)"
     else:
         config = config_from_options(supernet, width, None, layers)
         if layers is None:
             rule = "uniform: every unit's channels x width, rounded to a multiple of the divisor"
-    space = supernet.space
     off_grid = [u.name for u in space.free_units if config[u.name] not in u.options]
     if off_grid:
         notes.append(f"{len(off_grid)} of {len(space.free_units)} units are off the supernet's width grid "
