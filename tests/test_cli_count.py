@@ -91,18 +91,20 @@ def test_count_lut_predicts_any_config_form(tmp_path):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["model"] == "mobilenet_v2_cifar" and data["input_size"] == 16 and data["latency_ms"] > 0
+    # the other forms in-process (the workflow the command calls), then the text output
+    from autoslim_hw.errors import UserError
+    from autoslim_hw.workflows.count import count_config
+
     # a layer list on the width grid: every signature measured, the prediction their sum
     cfg = net.space.uniform(0.5, snap=True)
     layers = net.space.to_layer_list(cfg)
-    data = json.loads(run_cli("count", "--lut", lut, "--layers", json.dumps(layers), "--json").stdout)
-    assert data["latency_ms"] == pytest.approx(expected(cfg)) and data["interpolated"] == []
-    assert data["off_grid_units"] == []
+    got = count_config(lut=lut, layers=json.dumps(layers))
+    assert got.latency_ms == pytest.approx(expected(cfg)) and got.interpolated == [] and got.off_grid_units == []
     # off the width grid: counted and predicted as given, the estimates flagged
     layers[0] += 2
-    r = run_cli("count", "--lut", lut, "--layers", json.dumps(layers), "--json")
-    data = json.loads(r.stdout)
-    assert data["off_grid_units"] and data["interpolated"] and data["layers"] == layers
-    assert any("off the supernet's width grid" in n for n in data["notes"])
+    got = count_config(lut=lut, layers=json.dumps(layers))
+    assert got.off_grid_units and got.interpolated and got.layers == layers
+    assert any("off the supernet's width grid" in n for n in got.notes)
     text = run_cli("count", "--lut", lut, "--layers", json.dumps(layers))
     assert "interpolated" in text.stdout and "latency" in text.stdout
     # a search result's target
@@ -112,12 +114,14 @@ def test_count_lut_predicts_any_config_form(tmp_path):
                           {"constraints": {"macs": 2e9}, "met": True, "config": dict(net.space.largest())}]}
     found = tmp_path / "search.json"
     found.write_text(json.dumps(result))
-    r = run_cli("count", "--channels", found, "--target", "0", "--lut", lut, "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["latency_ms"] == pytest.approx(expected(target_cfg))
-    assert_user_error(run_cli("count", "--channels", found, "--lut", lut), "pick one with --target")
-    # a table of another model, device or runtime: one line
+    assert count_config(channels=found, target=0, lut=lut).latency_ms == pytest.approx(expected(target_cfg))
+    with pytest.raises(UserError, match="pick one with --target"):
+        count_config(channels=found, lut=lut)
+    # a table of another model, device or runtime: refused, in one line from the command
     assert_user_error(run_cli("count", "--model", "mobilenet_v2", "--lut", lut), "was profiled for")
-    assert_user_error(run_cli("count", "--lut", lut, "--device", "pixel7"), "is for device 'cpu-1core'")
-    assert_user_error(run_cli("count", "--lut", lut, "--runtime", "litert"), "is for runtime 'onnxruntime'")
-    assert_user_error(run_cli("count", "--lut", tmp_path / "none.json"), "does not exist")
+    with pytest.raises(UserError, match="is for device 'cpu-1core'"):
+        count_config(lut=lut, device="pixel7")
+    with pytest.raises(UserError, match="is for runtime 'onnxruntime'"):
+        count_config(lut=lut, runtime="litert")
+    with pytest.raises(UserError, match="does not exist"):
+        count_config(lut=tmp_path / "none.json")

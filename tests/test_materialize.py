@@ -52,15 +52,18 @@ def test_supernet_config_restored_after_materialize():
     assert net.config == before
 
 
-def test_onnx_export_runs_in_onnxruntime_and_shrinks(tmp_path):
-    net = create_model("mobilenet_v2_cifar")
-    randomize_bn(net, (4, 3, 32, 32))
-    x = torch.randn(1, 3, 32, 32)
+# MobileNetV2 (depthwise), EfficientNet (squeeze-and-excitation, SiLU, sigmoid), RegNet (grouped convs)
+@pytest.mark.parametrize("name,size", [("mobilenet_v2_cifar", 32), ("efficientnet_b0", 64), ("regnet_x_400mf", 64)])
+def test_onnx_export_runs_in_onnxruntime_and_shrinks(tmp_path, name, size):
+    net = create_model(name, input_size=size, num_classes=10)
+    shape = (1, 3, size, size)
+    randomize_bn(net, (4, 3, size, size))
+    x = torch.randn(shape)
     sizes, params = {}, {}
     for width in (0.5, 1.5):
         cfg = net.space.uniform(width, snap=True)
         plain = materialize(net, cfg).eval()
-        path = export_onnx(plain, tmp_path / f"w{width}.onnx", (1, 3, 32, 32))
+        path = export_onnx(plain, tmp_path / f"w{width}.onnx", shape)
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         out = sess.run(None, {"input": x.numpy()})[0]
         with torch.no_grad():
