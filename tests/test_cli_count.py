@@ -29,7 +29,7 @@ def test_count_bad_inputs(tmp_path):
     assert_user_error(run_cli("count", "--channels", tmp_path / "missing.json"), "does not exist")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert_user_error(run_cli("count", "--channels", bad), "not readable JSON")
+    assert_user_error(run_cli("count", "--channels", bad), "not valid JSON")
     assert_user_error(run_cli("count", "--width", "2.0"), "outside (0, 1.5]")
 
 

@@ -212,7 +212,7 @@ def test_bad_input_is_one_line(run, tmp_path):
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text('{"widths": {"features.0.0": 8,')
     assert_user_error(run_cli("export", "--checkpoint", ckpt, "--config", corrupt, "--no-measure",
-                              "--out", tmp_path / "b.onnx"), "not readable JSON")
+                              "--out", tmp_path / "b.onnx"), "not valid JSON")
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
 
     def raises(match, config=None, **kw):

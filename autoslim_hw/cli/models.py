@@ -44,7 +44,8 @@ def count_cmd(
              "counted as given.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Count the supernet of this checkpoint.")] = None,
     lut: Annotated[Optional[Path], typer.Option(
-        help="Lookup table (`autoslim-hw lut list`): add the latency it predicts for the config.")] = None,
+        help="Lookup table, a file or a shipped table's name (`autoslim-hw lut list`): add the latency it "
+             "predicts for the config.")] = None,
     device: Annotated[Optional[str], typer.Option(help="With --lut: refuse a table of another device.")] = None,
     runtime: Annotated[Optional[str], typer.Option(help="With --lut: refuse a table of another runtime.")] = None,
     allow_mismatch: Annotated[bool, typer.Option(
@@ -67,7 +68,7 @@ def count_cmd(
 
       autoslim-hw count --channels runs/x/search.json --target 1 --lut luts/my-table.json --json
 
-      autoslim-hw count --lut src/autoslim_hw/lookup_tables/data/TABLE.json --layers "[...]"
+      autoslim-hw count --lut mobilenet_v2-224-cpu-1core-onnxruntime-intel-xeon-f6m167.json.gz --width 0.5
     """
     from ..workflows.count import count_config
 
@@ -76,20 +77,20 @@ def count_cmd(
     if as_json:
         print(json.dumps(r.to_dict()))
         return
-    columns = ["model", "input", "MACs", "params", "memory (paper)", "peak activations", "deployed"]
-    row = [r.model, str(r.input_size), human_count(r.macs), human_count(r.params), human_count(r.memory),
-           human_bytes(r.peak_activation_bytes), human_bytes(r.deployed_memory_bytes)]
+    table = Table(title=f"{r.model} at {r.input_size} px", show_header=False, box=None, title_justify="left")
+    table.add_row("MACs", human_count(r.macs))
+    table.add_row("params", human_count(r.params))
+    table.add_row("memory (paper)", f"{human_count(r.memory)} elements (parameters + conv/linear outputs)")
+    table.add_row("peak activations", human_bytes(r.peak_activation_bytes))
+    table.add_row("deployed", f"{human_bytes(r.deployed_memory_bytes)} (BN-folded weights + peak activations)")
     if r.latency_ms is not None:
-        columns.append("latency")
-        row.append(f"{r.latency_ms:.3f} ms")
-    table = Table(*columns)
-    table.add_row(*row)
+        table.add_row("latency", f"{r.latency_ms:.3f} ms ({r.lut_device}, {r.lut_runtime}; "
+                                 f"{'calibrated, ' if r.calibrated else ''}layer sum {r.layer_sum_ms:.3f} ms)")
     console.print(table)
     if r.width_rule:
         say(f"width rule: {r.width_rule}")
     if r.lut:
-        say(f"latency: {r.lut} ({r.lut_device}, {r.lut_runtime}), "
-            f"{'calibrated' if r.calibrated else 'sum of layers'}; layer sum {r.layer_sum_ms:.3f} ms")
+        say(f"lookup table: {r.lut}")
     for note in r.notes:
         say(f"note: {note}")
 

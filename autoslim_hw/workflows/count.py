@@ -97,9 +97,14 @@ def count_config(model: str | None = None, width: float | None = None, published
         raise UserError("--target picks a target of a search result; pass that result with --channels")
     table = None
     if lut is not None:
+        from ..lookup_tables.discover import shipped_tables
+
+        shipped = {p.name: p for p in shipped_tables()}
+        if not Path(lut).is_file() and Path(lut).name == str(lut) and str(lut) in shipped:
+            lut = shipped[str(lut)]  # a shipped table by its file name (`autoslim-hw lut list`)
         if not Path(lut).is_file():
-            raise UserError(f"lookup table {lut} does not exist; see `autoslim-hw lut list` or build one with "
-                            "`autoslim-hw profile`")
+            raise UserError(f"lookup table {lut} does not exist; pass a file, or a shipped table's name from "
+                            "`autoslim-hw lut list`, or build one with `autoslim-hw profile`")
         table = LatencyTable.load(lut).require_entries(lut)
     supernet = count_supernet(model, checkpoint, channels, table, lut, input_size, num_classes, width_max)
     notes: list[str] = []
@@ -137,6 +142,8 @@ def count_config(model: str | None = None, width: float | None = None, published
                             f"{runtime} table (`autoslim-hw lut list`)")
         check_table_model(table, supernet, Path(lut), f"autoslim-hw profile --model {supernet.spec.arch} "
                           f"--input-size {supernet.spec.input_size}", allow_mismatch)
+        if table.outdated():
+            notes.append(f"the table was {table.outdated()}")
         other = table.other_host()
         if other:
             notes.append(other.replace("its latencies do not hold here",

@@ -23,7 +23,7 @@ from ..profilers.latency import summarize, time_runs
 from ..search.costs import describe_constraints
 from ..search.result import FORMAT as SEARCH_FORMAT
 from ..search.result import load_result, search_target_config
-from .._io import check_output, file_digest
+from .._io import check_output, file_digest, read_text
 from .common import calibration_loader, checkpoint_splits, open_checkpoint
 
 CHECKPOINT_FORMAT = "checkpoint"  # an autoslim-hw "subnet" checkpoint (eval --checkpoint reads it)
@@ -100,9 +100,9 @@ def resolve_export_config(supernet: Supernet, saved_config: ChannelConfig | None
         raise UserError(f"config {path} does not exist; pass a search result from `autoslim-hw search` "
                         "or a channel config JSON")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"config {path} is not readable JSON ({type(exc).__name__}); pass a search result "
+        data = json.loads(read_text(path, "config"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"config {path} is not valid JSON ({exc.msg} at line {exc.lineno}); pass a search result "
                         "or a channel config JSON") from None
     if isinstance(data, dict) and data.get("format") == SEARCH_FORMAT:
         result = load_result(path)
