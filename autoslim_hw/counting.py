@@ -33,7 +33,7 @@ from torch import nn
 
 from .nn.config import ChannelConfig, slot_widths
 from .nn.layers import SLIMMABLE_TYPES
-from .nn.supernet import Supernet
+from .nn.supernet import Supernet, slot_module
 
 BYTES_PER_ELEMENT = 4  # float32
 
@@ -65,36 +65,46 @@ class Counts:
         return asdict(self)
 
 
-def _hw(shape: tuple[int, ...]) -> tuple[int, int]:
-    return (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
+FEATURE_KINDS = ("conv", "dwconv", "gconv", "linear")  # the layers whose outputs the paper's memory counts
+
+
+def _hw(shape: tuple[int, ...], channels_last: bool = False) -> tuple[int, int]:
+    if len(shape) != 4:
+        return (1, 1)
+    return (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
 
 
 def layer_costs(supernet: Supernet, config: ChannelConfig | None = None, input_size=None) -> list[LayerCost]:
     config = supernet.config if config is None else config
     widths = supernet.space.widths(config)
     geometry = supernet.layer_geometry(input_size)
+    last = {n.name for n in supernet.nodes if n.channels_last}
     costs = []
     for slot in supernet.space.layers.values():
-        module = supernet.net.get_submodule(slot.name)
+        module = slot_module(supernet.net, slot)
         cin, cout = slot_widths(slot, widths)
         # a layer outside the inference graph (a training-only head): its params, no work
         in_shape, out_shape = geometry.get(slot.name, ((0, 0, 0, 0), (0, 0, 0, 0)))
-        out_hw = _hw(out_shape)
+        channels_last = slot.name.replace(".", "_") in last  # its input and output: (N, H, W, C)
+        out_hw = _hw(out_shape, channels_last)
+        groups, kernel, stride, macs = 1, (1, 1), (1, 1), 0
         if slot.kind in ("conv", "dwconv", "gconv"):
             kh, kw = module.kernel_size
             groups = cin if slot.kind == "dwconv" else cin // slot.group_width if slot.kind == "gconv" else 1
             macs = cin // groups * cout * kh * kw * out_hw[0] * out_hw[1]
             params = cout * (cin // groups) * kh * kw + (cout if module.bias is not None else 0)
             kernel, stride = (kh, kw), tuple(module.stride)
-        elif slot.kind == "linear":
-            groups, kernel, stride = 1, (1, 1), (1, 1)
-            macs = cin * cout if slot.name in geometry else 0
+        elif slot.kind == "linear":  # on (batch, features), or on each position of a channels-last map
+            macs = cin * cout * out_hw[0] * out_hw[1] if slot.name in geometry else 0
             params = cin * cout + (cout if module.bias is not None else 0)
+        elif slot.kind == "param":  # one value per channel
+            params = cin
+        elif slot.kind == "ln":
+            params = (int(module.weight is not None) + int(module.bias is not None)) * cin
         else:  # bn: free at inference, two parameters per channel
-            groups, kernel, stride = 1, (1, 1), (1, 1)
-            macs, params = 0, (2 * cin if module.affine else 0)
+            params = 2 * cin if module.affine else 0
         costs.append(LayerCost(slot.name, slot.kind, cin, cout, kernel, stride, groups,
-                               _hw(in_shape), out_hw, macs, params))
+                               _hw(in_shape, channels_last), out_hw, macs, params))
     return costs
 
 
@@ -104,7 +114,8 @@ def _fixed_params(supernet: Supernet) -> int:
     for module in supernet.net.modules():
         if isinstance(module, SLIMMABLE_TYPES):
             continue
-        total += sum(p.numel() for p in module.parameters(recurse=False))
+        sliced = module.__dict__.get("_active_channels", {})  # per-channel parameters: counted as layers
+        total += sum(p.numel() for name, p in module.named_parameters(recurse=False) if name not in sliced)
     return total
 
 
@@ -117,7 +128,7 @@ def _node_elements(supernet: Supernet, widths: dict[str, int], input_size) -> di
             continue
         shape = geometry[node.name][1]
         spatial = 1
-        for s in shape[2:]:
+        for s in (shape[1:-1] if node.channels_last else shape[2:]):
             spatial *= s
         out[node.name] = spatial * sum(widths[u] * f for u, _, f in node.layout)
     return out
@@ -176,7 +187,7 @@ def count(supernet: Supernet, config: ChannelConfig | None = None, input_size=No
     costs = layer_costs(supernet, config, input_size)
     macs = sum(c.macs for c in costs)
     params = sum(c.params for c in costs) + _fixed_params(supernet)
-    features = sum(c.cout * c.out_hw[0] * c.out_hw[1] for c in costs if c.kind != "bn")
+    features = sum(c.cout * c.out_hw[0] * c.out_hw[1] for c in costs if c.kind in FEATURE_KINDS)
     elements = _node_elements(supernet, widths, input_size)
     return Counts(macs, params, params + features, features, _peak_live(supernet, elements))
 

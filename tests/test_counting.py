@@ -22,10 +22,11 @@ PUBLISHED = {
     "mobilenet_v3_large": (0.22e9, 5_483_032),
     "regnet_x_400mf": (0.41e9, 5_495_976),
     "resnext50_32x4d": (4.23e9, 25_028_904),
+    "shufflenet_v2_x1_0": (0.14e9, 2_278_604),
 }
 
 
-TORCHVISION_DOCS = {"efficientnet_b0", "mobilenet_v3_large", "regnet_x_400mf", "resnext50_32x4d"}
+TORCHVISION_DOCS = {"efficientnet_b0", "mobilenet_v3_large", "regnet_x_400mf", "resnext50_32x4d", "shufflenet_v2_x1_0"}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

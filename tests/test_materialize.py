@@ -52,8 +52,10 @@ def test_supernet_config_restored_after_materialize():
     assert net.config == before
 
 
-# MobileNetV2 (depthwise), EfficientNet (squeeze-and-excitation, SiLU, sigmoid), RegNet (grouped convs)
-@pytest.mark.parametrize("name,size", [("mobilenet_v2_cifar", 32), ("efficientnet_b0", 64), ("regnet_x_400mf", 64)])
+# MobileNetV2 (depthwise), EfficientNet (squeeze-and-excitation, SiLU, sigmoid), RegNet (grouped convs),
+# ShuffleNetV2 (channel split and shuffle)
+@pytest.mark.parametrize("name,size", [("mobilenet_v2_cifar", 32), ("efficientnet_b0", 64), ("regnet_x_400mf", 64),
+                                       ("shufflenet_v2_x1_0", 64)])
 def test_onnx_export_runs_in_onnxruntime_and_shrinks(tmp_path, name, size):
     net = create_model(name, input_size=size, num_classes=10)
     shape = (1, 3, size, size)

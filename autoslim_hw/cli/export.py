@@ -31,7 +31,8 @@ def export_cmd(
     measure: Annotated[bool, typer.Option(
         "--measure/--no-measure", help="Time the file on one pinned core and compare with the lookup table.")] = True,
     lut: Annotated[Optional[Path], typer.Option(
-        help="Lookup table for the predicted latency (default: the search's, when it is for this format's runtime).")] = None,
+        help="Lookup table for the predicted latency, a file or a shipped table's name (`autoslim-hw lut list`; "
+             "default: the search's, when it is for this format's runtime).")] = None,
     calib_batches: Annotated[int, typer.Option(
         help="Training batches (of 128) to re-estimate BN statistics of a supernet's subnet with.")] = 20,
     data_dir: Annotated[Optional[str], typer.Option(help="Where the checkpoint's dataset lives now, if moved.")] = None,

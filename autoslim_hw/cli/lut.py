@@ -74,11 +74,14 @@ def profile_cmd(
 
 
 @lut_app.command("info")
-def lut_info(lut: Annotated[Path, typer.Argument(help="A table file.")]):
+def lut_info(lut: Annotated[Path, typer.Argument(help="A table file, or a shipped table's name (lut list).")]):
     """Metadata and size of a table."""
     from ..lookup_tables import LatencyTable
     from ..profilers.latency import STATISTIC_TEXT
 
+    from ..lookup_tables.discover import table_path
+
+    lut = table_path(lut)
     t = LatencyTable.load(lut).require_entries(lut)
     md = t.metadata
     cpu = md.get("cpu_model", "?") + (f", {md['cpu_id']}" if md.get("cpu_id") else "")
@@ -136,7 +139,7 @@ def lut_list():
 
 @lut_app.command("validate")
 def lut_validate(
-    lut: Annotated[Path, typer.Argument(help="A table file.")],
+    lut: Annotated[Path, typer.Argument(help="A table file, or a shipped table's name (lut list).")],
     model: Annotated[Optional[str], typer.Option(
         help="Built-in model (default: the model the table was profiled for).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Use the model of this checkpoint.")] = None,

@@ -19,7 +19,8 @@ def _search(
     checkpoint: Annotated[Optional[Path], typer.Option(
         help="Supernet checkpoint (default: the newest runs/*/supernet.pt).")] = None,
     lut: Annotated[Optional[Path], typer.Option(
-        help="Latency lookup table (default: the shipped or ./luts table for the model and device).")] = None,
+        help="Latency lookup table, a file or a shipped table's name (`autoslim-hw lut list`; default: the shipped "
+             "or ./luts table for the model and device).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device of the table (default cpu-1core).")] = None,
     runtime: Annotated[Optional[str], typer.Option(help="Runtime of the table (default onnxruntime).")] = None,
     criterion: Annotated[str, typer.Option(

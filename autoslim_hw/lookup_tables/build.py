@@ -39,6 +39,40 @@ class _Scale(nn.Module):
         return x * s
 
 
+class _Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle of a map in `groups` groups."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+
+class _LayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels; `channels_first`: of an NCHW map, permuting around it."""
+
+    def __init__(self, channels: int, channels_first: bool):
+        super().__init__(channels)
+        self.channels_first = channels_first
+
+    def forward(self, x):
+        if self.channels_first:
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+class _Permute(nn.Module):
+    def __init__(self, to_last: bool):
+        super().__init__()
+        self.dims = (0, 2, 3, 1) if to_last else (0, 3, 1, 2)
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
 class _GlobalPool(nn.Module):
     def forward(self, x):
         return x.mean((2, 3))
@@ -49,14 +83,23 @@ def single_op_model(sig: Signature) -> tuple[nn.Module, list[tuple[int, ...]]]:
     if sig.op in ("conv", "dwconv", "gconv"):
         layers = [nn.Conv2d(sig.cin, sig.cout, sig.kernel, sig.stride, sig.padding, groups=sig.groups, bias=True)]
         shapes = [(1, sig.cin, sig.h, sig.w)]
-    elif sig.op == "linear":
-        layers, shapes = [nn.Linear(sig.cin, sig.cout)], [(1, sig.cin)]
+    elif sig.op == "linear":  # on (1, C), or on each position of a channels-last map
+        layers = [nn.Linear(sig.cin, sig.cout)]
+        shapes = [(1, sig.cin) if (sig.h, sig.w) == (1, 1) else (1, sig.h, sig.w, sig.cin)]
+    elif sig.op in ("ln", "ln2d"):
+        shape = (1, sig.h, sig.w, sig.cin) if sig.op == "ln" else (1, sig.cin, sig.h, sig.w)
+        return _LayerNorm(sig.cin, channels_first=sig.op == "ln2d").eval(), [shape]
+    elif sig.op in ("nchw2nhwc", "nhwc2nchw"):
+        to_last = sig.op == "nchw2nhwc"
+        return _Permute(to_last), [(1, sig.cin, sig.h, sig.w) if to_last else (1, sig.h, sig.w, sig.cin)]
     elif sig.op == "add":
         return _Add(), [(1, sig.cin, sig.h, sig.w)] * 2
     elif sig.op == "gap":
         return _GlobalPool(), [(1, sig.cin, sig.h, sig.w)]
     elif sig.op == "scale":
         return _Scale(), [(1, sig.cin, sig.h, sig.w), (1, sig.cin, 1, 1)]
+    elif sig.op == "shuffle":
+        return _Shuffle(sig.groups), [(1, sig.cin, sig.h, sig.w)]
     else:
         raise ValueError(f"no single-op model for {sig.op}")
     if sig.act != "none":

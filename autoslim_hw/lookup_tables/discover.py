@@ -74,6 +74,21 @@ def table_model(table: LatencyTable, path: Path) -> Supernet:
     return build_from_spec(ModelSpec.from_dict(specs[0]))
 
 
+def table_path(lut) -> Path:
+    """The table a user named with --lut: a file, or a table shipped in the package by its file
+    name (as `autoslim-hw lut list` prints it)."""
+    path = Path(lut)
+    if path.is_file():
+        return path
+    shipped = {p.name: p for p in shipped_tables()}
+    if path.name == str(lut) and str(lut) in shipped:
+        return shipped[str(lut)]
+    if path.is_dir():
+        raise UserError(f"lookup table {lut} is a directory; pass a table file (.json or .json.gz)")
+    raise UserError(f"lookup table {lut} does not exist; pass a file, or a shipped table's name from "
+                    "`autoslim-hw lut list`, or build one with `autoslim-hw profile`")
+
+
 def shipped_tables() -> list[Path]:
     """The tables shipped in the package, by file name."""
     return sorted([*SHIPPED.glob("*.json"), *SHIPPED.glob("*.json.gz")]) if SHIPPED.is_dir() else []

@@ -36,7 +36,11 @@ def op_group(op: str) -> str:
 
 @dataclass(frozen=True)
 class Signature:
-    op: str  # conv | dwconv | gconv | linear | add | gap | scale (squeeze-and-excitation's product)
+    # conv | dwconv | gconv | linear (on (1, C) or on each position of an h x w channels-last map) | add | gap |
+    # scale (a map times one value per channel: squeeze-and-excitation, layer scale) | shuffle |
+    # ln (LayerNorm over the channels of a channels-last map) | ln2d (of an NCHW map: permutes around it) |
+    # nchw2nhwc | nhwc2nchw (a permute)
+    op: str
     h: int
     w: int
     cin: int
@@ -69,15 +73,16 @@ class DeployedOp:
     padding: int = 0
     act: str = "none"
     layer: str | None = None  # the slimmable layer (conv/linear), if any
-    channels_of: tuple = ()  # for add/gap: segments (unit, max, factor) of the tensor
-    group_width: int = 1  # gconv: channels per group
+    channels_of: tuple = ()  # for add/gap/scale/shuffle: segments (unit, max, factor) of the tensor
+    group_width: int = 1  # gconv: channels per group; shuffle: the number of groups
 
     def signature(self, supernet: Supernet, widths: dict[str, int]) -> Signature:
         if self.layer is not None:
             cin, cout = slot_widths(supernet.space.layers[self.layer], widths)
         else:
             cin = cout = sum(widths[u] * f for u, _, f in self.channels_of)
-        groups = cin if self.op == "dwconv" else cin // self.group_width if self.op == "gconv" else 1
+        groups = cin if self.op == "dwconv" else cin // self.group_width if self.op == "gconv" \
+            else self.group_width if self.op == "shuffle" else 1
         return Signature(self.op, self.h, self.w, cin, cout, self.kernel, self.stride, self.padding, groups, self.act)
 
 
@@ -100,12 +105,13 @@ def _activation_of(node: fx.Node, modules: dict) -> tuple[str, fx.Node]:
 
 
 def deployed_ops(supernet: Supernet) -> list[DeployedOp]:
-    """Conv/linear layers (BN and activation fused), residual adds, global pools and
-    squeeze-and-excitation products (a map times per-channel weights), in order."""
+    """Conv/linear layers (BN and activation fused), residual adds, global pools,
+    squeeze-and-excitation products (a map times per-channel weights) and channel shuffles, in order."""
     gm = supernet.trace()
     modules = dict(gm.named_modules())
     geometry = supernet.layer_geometry()
     layouts = {n.name: n.layout for n in supernet.nodes}
+    channels_last = {n.name for n in supernet.nodes if n.channels_last}
     ops = []
     for node in gm.graph.nodes:
         if node.op == "call_module" and node.target in supernet.space.layers:
@@ -114,17 +120,30 @@ def deployed_ops(supernet: Supernet) -> list[DeployedOp]:
                 continue
             m = modules[node.target]
             in_shape = geometry[node.target][0]
-            h, w = (in_shape[2], in_shape[3]) if len(in_shape) == 4 else (1, 1)
+            last = node.name in channels_last
+            h, w = (in_shape[1:3] if last else in_shape[2:4]) if len(in_shape) == 4 else (1, 1)
+            if slot.kind == "ln":
+                ops.append(DeployedOp(node.target, "ln2d" if m.channels_first else "ln", h, w, layer=node.target))
+                continue
             act, _ = _activation_of(node, modules)
             if slot.kind == "linear":
-                ops.append(DeployedOp(node.target, "linear", 1, 1, act=act, layer=node.target))
+                ops.append(DeployedOp(node.target, "linear", h, w, act=act, layer=node.target))
             else:
                 ops.append(DeployedOp(node.target, slot.kind, h, w, m.kernel_size[0], m.stride[0], m.padding[0],
                                       act, node.target, group_width=slot.group_width))
+        elif node.name in layouts and _is_permute(node, geometry):
+            shape = geometry[node.name][1]
+            to_last = node.name in channels_last
+            ops.append(DeployedOp(node.name, "nchw2nhwc" if to_last else "nhwc2nchw",
+                                  *(shape[1:3] if to_last else shape[2:4]), channels_of=layouts[node.name]))
         elif node.op == "call_function" and node.target in (operator.add, operator.iadd) and node.name in layouts:
             shape = geometry[node.name][1]
             if len(shape) == 4:
                 ops.append(DeployedOp(node.name, "add", shape[2], shape[3], channels_of=layouts[node.name]))
+        elif node.name in layouts and _is_channel_shuffle(node, geometry):
+            shape = geometry[node.name][1]  # (N, C/g, g, H, W)
+            ops.append(DeployedOp(node.name, "shuffle", shape[3], shape[4], channels_of=layouts[node.name],
+                                  group_width=shape[2]))
         elif node.name in layouts and _is_channel_scale(node, geometry):
             shape = geometry[node.name][1]
             ops.append(DeployedOp(node.name, "scale", shape[2], shape[3], channels_of=layouts[node.name]))
@@ -135,15 +154,33 @@ def deployed_ops(supernet: Supernet) -> list[DeployedOp]:
 
 
 def _is_channel_scale(node: fx.Node, geometry: dict) -> bool:
-    """x * s with x a feature map and s one value per channel (N, C, 1, 1)."""
+    """x * s with x a feature map and s one value per channel: (N, C, 1, 1), or a (C, 1, 1)
+    parameter (ConvNeXt's layer scale)."""
     is_mul = (node.op == "call_function" and node.target in (operator.mul, operator.imul, torch.mul)) \
         or (node.op == "call_method" and node.target in ("mul", "mul_"))
     if not is_mul or len(node.all_input_nodes) != 2 or node.name not in geometry:
         return False
     shapes = [geometry.get(a.name, (None, None))[1] for a in node.all_input_nodes]
-    if any(s is None or len(s) != 4 for s in shapes):
+    if any(s is None or len(s) not in (3, 4) for s in shapes):
         return False
-    return sorted(tuple(s[2:]) == (1, 1) for s in shapes) == [False, True]
+    return sorted(len(s) == 4 and tuple(s[2:]) != (1, 1) for s in shapes) == [False, True] \
+        and all(tuple(s[-2:]) == (1, 1) for s in shapes if len(s) == 3 or tuple(s[2:]) == (1, 1))
+
+
+def _is_permute(node: fx.Node, geometry: dict) -> bool:
+    is_permute = (node.op == "call_function" and node.target is torch.permute) \
+        or (node.op == "call_method" and node.target == "permute")
+    shape = geometry.get(node.name, (None, None))[1]
+    return is_permute and shape is not None and len(shape) == 4
+
+
+def _is_channel_shuffle(node: fx.Node, geometry: dict) -> bool:
+    """The transpose of ShuffleNet's shuffle: (N, g, C/g, H, W) -> (N, C/g, g, H, W). Deployed, the
+    view before it and after it are free; this copy is the cost."""
+    is_transpose = (node.op == "call_function" and node.target is torch.transpose) \
+        or (node.op == "call_method" and node.target == "transpose")
+    shape = geometry.get(node.name, (None, None))[1]
+    return is_transpose and shape is not None and len(shape) == 5
 
 
 def _is_global_pool(node: fx.Node, modules: dict, geometry: dict) -> bool:

@@ -105,13 +105,23 @@ class LatencyTable:
         return (f"built with an older method ({STATISTIC_TEXT[self.statistic]}; tables built now keep "
                 f"{STATISTIC_TEXT[HOST_STATISTIC]}): rebuild it with `autoslim-hw profile` on that machine")
 
-    def check_target(self, device: str, runtime: str, allow_mismatch: bool = False) -> None:
-        have = (self.metadata.get("device", {}).get("name"), self.metadata.get("runtime"))
-        if have != (device, runtime) and not allow_mismatch:
-            raise UserError(f"lookup table is for device {have[0]!r} with {have[1]!r}, but {device!r} with "
-                            f"{runtime!r} was asked for; use a matching table or pass --allow-mismatch")
+    def check_target(self, device: str | None, runtime: str | None, allow_mismatch: bool = False,
+                     path=None, other_host_ok: bool = False) -> None:
+        """Refuse a table of another device or runtime (None: any), or measured on another CPU
+        than this host's (unless `other_host_ok`: then only a prediction, no measurement, depends
+        on it and the caller notes `other_host()`), unless `allow_mismatch`."""
+        if allow_mismatch:
+            return
+        name = f"lookup table {path}" if path is not None else "lookup table"
+        have_device, have_runtime = self.metadata.get("device", {}).get("name"), self.metadata.get("runtime")
+        if device is not None and device != have_device:
+            raise UserError(f"{name} is for device {have_device!r}, not {device!r}; use that device's table "
+                            "(`autoslim-hw lut list`) or pass --allow-mismatch")
+        if runtime is not None and runtime != have_runtime:
+            raise UserError(f"{name} is for runtime {have_runtime!r}, not {runtime!r}; use a {runtime} table "
+                            "(`autoslim-hw lut list`) or pass --allow-mismatch")
         why = self.other_host()
-        if why and not allow_mismatch:
+        if why and not other_host_ok:
             raise UserError(f"{why}; build this host's table with `autoslim-hw profile` or pass --allow-mismatch")
 
     def other_host(self) -> str | None:

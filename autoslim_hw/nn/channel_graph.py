@@ -24,7 +24,7 @@ Layout = tuple  # tuple[Segment, ...]
 @dataclass
 class LayerRecord:
     name: str
-    kind: str  # "conv" | "dwconv" | "gconv" | "linear" | "bn"
+    kind: str  # "conv" | "dwconv" | "gconv" | "linear" | "bn" | "ln" | "param" (a per-channel parameter)
     in_layout: Layout
     out_unit: int | None  # producers only; followers keep their input layout
     group_width: int = 1  # gconv: channels per group, kept as the width changes
@@ -39,6 +39,7 @@ class NodeRecord:
     inputs: tuple[str, ...]
     allocates: bool  # False: a view, or an op fused into its producer when deployed
     spatial: int = 1  # elements per channel (H*W), from shape propagation
+    channels_last: bool = False  # (N, H, W, C): after a permute
 
 
 @dataclass
@@ -88,6 +89,10 @@ class _Context:
         self.producers: dict[int, list[str]] = {}
         self.multiples: dict[int, int] = {}  # unit -> its widths' required multiple (grouped convs)
         self.extra_outputs: list[Layout] = []  # tensors packed into a structured output (namedtuple)
+        self.tuples: dict[str, list[Layout]] = {}  # chunk/split results: one layout per part
+        self.grouped: dict[str, tuple[int, bool]] = {}  # (N, g, C/g, H, W) views: (g, dims 1 and 2 swapped)
+        self.channels_last: set[str] = set()  # tensors whose channels are the last dim (after a permute)
+        self.channel_params: dict[int, fx.Node] = {}  # unit of a per-channel parameter -> its get_attr node
 
     def layout(self, arg) -> Layout | None:
         return self.layouts.get(arg.name) if isinstance(arg, fx.Node) else None
@@ -117,8 +122,9 @@ def unsupported(node: fx.Node, why: str) -> UnsupportedOperationError:
     return UnsupportedOperationError(
         f"cannot track channels through graph node '{node.name}' ({node.op} {target}): {why}. "
         "Supported: Conv2d (dense, depthwise, or grouped with as many outputs as inputs), Linear, BatchNorm, "
-        "activations, pooling, dropout, stochastic depth, add/sub/mul, cat on dim 1, flatten/view(N, -1), "
-        "namedtuple outputs; "
+        "LayerNorm over channels, activations, pooling, dropout, stochastic depth, add/sub/mul, per-channel "
+        "parameters, cat, chunk and split on dim 1, channel shuffle (view to groups, transpose, view back), "
+        "permute to channels-last and back, flatten/view(N, -1), namedtuple outputs; "
         "wrap other ops in a module that keeps channels, or pass the model without them"
     )
 

@@ -183,7 +183,81 @@ class SlimmableBatchNorm1d(_SlimmableBatchNorm, nn.BatchNorm1d):
         self._init_active(num_features, num_features)
 
 
-SLIMMABLE_TYPES = (SlimmableConv2d, SlimmableLinear, SlimmableBatchNorm2d, SlimmableBatchNorm1d)
+class SlimmableLayerNorm(_Slimmable, nn.LayerNorm):
+    """LayerNorm over the active channels: of a channels-last map or (batch, features), or, with
+    `channels_first`, of an NCHW map (as torchvision's LayerNorm2d permutes around it).
+    `plain_class` is the class `materialize` gives back (the model's own)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 channels_first: bool = False, plain_class: type = nn.LayerNorm):
+        super().__init__(num_features, eps, elementwise_affine, bias)
+        self.channels_first = channels_first
+        self.plain_class = plain_class
+        self._init_active(num_features, num_features)
+
+    def _slice(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None or self.active_in == self.normalized_shape[0]:
+            return t
+        if self.in_index is not None:
+            return t.index_select(0, self.in_index)
+        return t[: self.active_in]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            x = x.permute(0, 2, 3, 1)
+        y = F.layer_norm(x, (self.active_in,), self._slice(self.weight), self._slice(self.bias), self.eps)
+        return y.permute(0, 3, 1, 2) if self.channels_first else y
+
+
+class SlicedParameters:
+    """Mixin for a module whose forward() reads per-channel parameters itself (ConvNeXt's
+    `layer_scale`): reading one gives its active leading slice. The full parameter stays
+    registered under its name, so state dicts and optimizers see one tensor."""
+
+    _active_channels: dict  # name -> (active channels, allocated channels)
+
+    def __getattr__(self, name: str):
+        active = self.__dict__.get("_active_channels")
+        if active is not None and name in active:
+            full = super().__getattr__(name)  # a Proxy while torch.fx traces: compare ints only
+            n, allocated = active[name]
+            return full if n == allocated else full[:n]
+        return super().__getattr__(name)
+
+
+@contextlib.contextmanager
+def unsliced_parameters(model: nn.Module):
+    """Inside, per-channel parameters read whole: a graph traced there holds the parameter itself,
+    not a slice of the active config (runs of that graph read them through the modules)."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, SlicedParameters):
+            active = m.__dict__["_active_channels"]
+            saved.append((active, dict(active)))
+            active.update({k: (full, full) for k, (_, full) in active.items()})
+    try:
+        yield
+    finally:
+        for active, before in saved:
+            active.update(before)
+
+
+_SLICED_CLASSES: dict[type, type] = {}
+
+
+def with_sliced_parameters(module: nn.Module, names: dict[str, tuple[int, int]]) -> None:
+    """Give `module` (in place) sliced reads of the parameters `names` (name -> (active, allocated
+    channels))."""
+    cls = type(module)
+    if not isinstance(module, SlicedParameters):
+        if cls not in _SLICED_CLASSES:
+            _SLICED_CLASSES[cls] = type(cls.__name__, (SlicedParameters, cls), {"plain_class": cls})
+        module.__class__ = _SLICED_CLASSES[cls]
+        module.__dict__["_active_channels"] = {}
+    module.__dict__["_active_channels"].update(names)
+
+
+SLIMMABLE_TYPES = (SlimmableConv2d, SlimmableLinear, SlimmableBatchNorm2d, SlimmableBatchNorm1d, SlimmableLayerNorm)
 
 
 def _channels_last_input(module, args):

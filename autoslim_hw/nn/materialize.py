@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .config import ChannelConfig
-from .layers import SLIMMABLE_TYPES, SlimmableBatchNorm1d, SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear
+from .layers import (SLIMMABLE_TYPES, SlicedParameters, SlimmableBatchNorm1d, SlimmableBatchNorm2d, SlimmableConv2d,
+                     SlimmableLayerNorm, SlimmableLinear)
 from .supernet import Supernet, set_module
 
 
@@ -31,6 +32,14 @@ def _plain_linear(m: SlimmableLinear) -> nn.Linear:
     out.weight.copy_(m.active_weight())
     if m.bias is not None:
         out.bias.copy_(m.active_bias())
+    return out
+
+
+def _plain_ln(m: SlimmableLayerNorm) -> nn.Module:
+    out = m.plain_class(m.active_in, m.eps, m.elementwise_affine, bias=m.bias is not None)
+    for name in ("weight", "bias"):
+        if getattr(m, name) is not None:
+            getattr(out, name).copy_(m._slice(getattr(m, name)))
     return out
 
 
@@ -52,7 +61,17 @@ PLAIN_LAYER = {
     SlimmableLinear: _plain_linear,
     SlimmableBatchNorm2d: _plain_bn,
     SlimmableBatchNorm1d: _plain_bn,
+    SlimmableLayerNorm: _plain_ln,
 }
+
+
+def _plain_parameters(module: nn.Module) -> None:
+    """A module whose forward() read sliced per-channel parameters: its own class back, holding
+    copies of the slices."""
+    active = module.__dict__.pop("_active_channels")
+    module.__class__ = module.plain_class
+    for attr, (n, _) in active.items():
+        setattr(module, attr, nn.Parameter(getattr(module, attr)[:n].clone(), requires_grad=getattr(module, attr).requires_grad))
 
 
 @torch.no_grad()
@@ -64,7 +83,12 @@ def materialize(supernet: Supernet, config: ChannelConfig | None = None) -> nn.M
         supernet.set_config(config)
     try:
         net = copy.deepcopy(supernet.net)
-        for name in supernet.space.layers:
+        for module in net.modules():
+            if isinstance(module, SlicedParameters):
+                _plain_parameters(module)
+        for name, slot in supernet.space.layers.items():
+            if slot.kind == "param":
+                continue
             module = net.get_submodule(name)
             plain = PLAIN_LAYER[type(module)](module).to(module.weight.device if module.weight is not None else "cpu")
             plain.train(module.training)
@@ -76,4 +100,4 @@ def materialize(supernet: Supernet, config: ChannelConfig | None = None) -> nn.M
 
 def is_slimmable(model: nn.Module) -> bool:
     """Whether `model` still holds slimmable layers (a supernet, not a materialized subnet)."""
-    return any(isinstance(m, SLIMMABLE_TYPES) for m in model.modules())
+    return any(isinstance(m, (*SLIMMABLE_TYPES, SlicedParameters)) for m in model.modules())

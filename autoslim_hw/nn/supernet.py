@@ -19,7 +19,7 @@ from torch import fx, nn
 from ..errors import ConfigError
 from .config import ChannelConfig, ChannelSpace, LayerSlot, Unit, make_divisible, slot_widths
 from .layers import (SLIMMABLE_TYPES, SlimmableBatchNorm1d, SlimmableBatchNorm2d, SlimmableConv2d,
-                     SlimmableLinear)
+                     SlimmableLayerNorm, SlimmableLinear, unsliced_parameters, with_sliced_parameters)
 from .units import GraphAnalysis, NodeRecord, analyze, propagate_shapes, trace
 
 
@@ -50,6 +50,11 @@ class SupernetTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, SLIMMABLE_TYPES) or super().is_leaf_module(m, qualname)
+
+
+def slot_module(net: nn.Module, slot: LayerSlot) -> nn.Module:
+    """The module of a slot: the layer itself, or for a per-channel parameter the module holding it."""
+    return net.get_submodule(slot.name.rpartition(".")[0] if slot.kind == "param" else slot.name)
 
 
 def _width_options(base: int, width_max: float, groups: int, divisor: int) -> tuple[int, ...]:
@@ -110,7 +115,8 @@ class Supernet(nn.Module):
         was_training = self.net.training
         self.net.eval()
         try:
-            return trace(self.net, SupernetTracer)
+            with unsliced_parameters(self.net):
+                return trace(self.net, SupernetTracer)
         finally:
             self.net.train(was_training)
 
@@ -119,9 +125,13 @@ class Supernet(nn.Module):
         config = self.space.validate(config, strict=strict)
         widths = self.space.widths(config)
         if self._modules_by_slot is None:  # get_submodule walks the tree: resolve once
-            self._modules_by_slot = [(slot, self.net.get_submodule(slot.name)) for slot in self.space.layers.values()]
+            self._modules_by_slot = [(slot, slot_module(self.net, slot)) for slot in self.space.layers.values()]
         for slot, module in self._modules_by_slot:
             active_in, active_out = slot_widths(slot, widths)
+            if slot.kind == "param":  # read sliced by its module's forward()
+                attr = slot.name.rpartition(".")[2]
+                module._active_channels[attr] = (active_in, module._active_channels[attr][1])
+                continue
             index = None
             if len(slot.in_segments) > 1:
                 index = _segment_index(slot.in_segments, widths).to(module.weight.device)
@@ -181,7 +191,7 @@ def slimmable(model: nn.Module, width_max: float = 1.5, groups: int = 10, diviso
     _widen(net, analysis, space, keep_weights)
     names = {r: _unit_name(analysis, r) for r in analysis.unit_base}
     nodes = [NodeRecord(n.name, tuple((names[s.unit], space.units[names[s.unit]].max, s.factor)
-                                      for s in n.layout), n.inputs, n.allocates, n.spatial)
+                                      for s in n.layout), n.inputs, n.allocates, n.spatial, n.channels_last)
              for n in analysis.nodes]
     if spec is None:  # a user's model: record what later commands need to rebuild the shapes
         outputs = [u.base for u in space.units.values() if u.fixed and u.name != "input"]
@@ -223,9 +233,12 @@ def _build_space(analysis: GraphAnalysis, width_max: float, groups: int, divisor
 def _widen(net: nn.Module, analysis: GraphAnalysis, space: ChannelSpace, keep_weights: bool) -> None:
     base_widths = {u.name: u.base for u in space.units.values()}
     for slot in space.layers.values():
-        old = net.get_submodule(slot.name)
         in_max = sum(m * f for _, m, f in slot.in_segments)
         out_max = space.units[slot.out_unit].max if slot.out_unit is not None else in_max
+        if slot.kind == "param":
+            _widen_parameter(net, slot, in_max, space, base_widths, keep_weights)
+            continue
+        old = net.get_submodule(slot.name)
         if slot.kind in ("conv", "dwconv", "gconv"):
             new = SlimmableConv2d(in_max, out_max, old.kernel_size, old.stride, old.padding, old.dilation,
                                   depthwise=slot.kind == "dwconv", bias=old.bias is not None,
@@ -233,6 +246,10 @@ def _widen(net: nn.Module, analysis: GraphAnalysis, space: ChannelSpace, keep_we
                                   group_width=slot.group_width if slot.kind == "gconv" else None)
         elif slot.kind == "linear":
             new = SlimmableLinear(in_max, out_max, bias=old.bias is not None)
+        elif slot.kind == "ln":
+            new = SlimmableLayerNorm(in_max, old.eps, old.elementwise_affine, old.bias is not None,
+                                     channels_first=type(old).forward is not nn.LayerNorm.forward,
+                                     plain_class=type(old))
         else:
             cls = SlimmableBatchNorm2d if isinstance(old, nn.BatchNorm2d) else SlimmableBatchNorm1d
             new = cls(in_max, old.eps, old.momentum, old.affine, old.track_running_stats)
@@ -242,6 +259,21 @@ def _widen(net: nn.Module, analysis: GraphAnalysis, space: ChannelSpace, keep_we
             _copy_base_weights(old, new, slot, space, base_widths)
         new.train(old.training)
         set_module(net, slot.name, new)
+
+
+@torch.no_grad()
+def _widen_parameter(net: nn.Module, slot: LayerSlot, allocated: int, space: ChannelSpace,
+                     base_widths: dict[str, int], keep_weights: bool) -> None:
+    """A per-channel parameter (ConvNeXt's layer scale) at the widest width, read sliced."""
+    owner_name, _, attr = slot.name.rpartition(".")
+    owner = net.get_submodule(owner_name)
+    old = getattr(owner, attr)
+    new = old.new_empty((allocated, *old.shape[1:]))
+    new.copy_(old.mean().expand_as(new))  # the extra channels start at the layer's typical value
+    if keep_weights:
+        new[_segment_index(slot.in_segments, base_widths)] = old
+    setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
+    with_sliced_parameters(owner, {attr: (allocated, allocated)})
 
 
 @torch.no_grad()

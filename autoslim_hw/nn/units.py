@@ -26,10 +26,18 @@ from ..errors import UnsupportedOperationError
 from .channel_graph import (GraphAnalysis, LayerRecord, Layout, NodeRecord, Segment, _Context,  # noqa: F401
                             _shape, unsupported)
 from .unit_ops import (FUNCTION_HANDLERS, METHOD_HANDLERS, MODULE_HANDLERS,  # noqa: F401  (the tables)
-                       NAMED_FUNCTION_HANDLERS, _function_handler, _module_handler)
+                       NAMED_FUNCTION_HANDLERS, _channel_param, _function_handler, _module_handler)
 
 
-def trace(model: nn.Module, tracer_cls: type[fx.Tracer] = fx.Tracer) -> fx.GraphModule:
+class NormLeafTracer(fx.Tracer):
+    """Keeps every LayerNorm, subclasses included (torchvision's LayerNorm2d permutes inside),
+    as one node: the layer slims as a whole."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, nn.LayerNorm) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module, tracer_cls: type[fx.Tracer] = NormLeafTracer) -> fx.GraphModule:
     try:
         graph = tracer_cls().trace(model)
     except Exception as exc:  # fx raises many types; the user needs the first line of it
@@ -53,6 +61,23 @@ def propagate_shapes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
         gm.train(was_training)
 
 
+def _follow_channels_last(ctx: _Context, node: fx.Node, handler) -> None:
+    """A tensor stays channels-last through ops that work on any dim (activations, elementwise,
+    Linear, LayerNorm); any other op there is refused, since it would read the wrong dim."""
+    if node.op == "get_attr" or node.name in ctx.channels_last:
+        return
+    args = ctx.tensor_args(node)
+    last = [a.name in ctx.channels_last for a in args]
+    if not any(last) or getattr(handler, "__name__", "") == "_permute":
+        return
+    if not getattr(handler, "any_dim", False):
+        raise unsupported(node, "on a channels-last tensor (after a permute); only Linear, LayerNorm, "
+                                "activations and elementwise ops are supported there")
+    if not all(last):
+        raise unsupported(node, "operands with channels in different dims (channels-first and channels-last)")
+    ctx.channels_last.add(node.name)
+
+
 def analyze(model: nn.Module, input_shape: tuple[int, ...]) -> GraphAnalysis:
     """Trace `model`, run shapes at `input_shape` (N, C, H, W) and find its channel units."""
     gm = trace(model)
@@ -67,6 +92,7 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...]) -> GraphAnalysis:
     nodes: list[NodeRecord] = []
     output_layouts: list[Layout] = []
     for node in gm.graph.nodes:
+        handler = None
         if node.op == "placeholder":
             shape = _shape(node)
             unit = ctx.uf.new(shape[1], fixed=True)
@@ -91,17 +117,23 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...]) -> GraphAnalysis:
             if handler is None:
                 raise unsupported(node, "method not supported")
             layout, allocates = handler(ctx, node)
-        else:  # get_attr: a constant tensor would pin channels we cannot see
-            raise unsupported(node, "constant tensors in forward() are not supported")
+        else:  # get_attr: a per-channel parameter, or a constant that would pin channels we cannot see
+            handler = _channel_param
+            layout, allocates = handler(ctx, node)
+        _follow_channels_last(ctx, node, handler)
         ctx.layouts[node.name] = layout
         if layout is not None:
             shape = _shape(node)
+            last = node.name in ctx.channels_last
             spatial = 1
-            for s in (shape[2:] if shape is not None and len(shape) > 2 else ()):
+            for s in ((shape[1:-1] if last else shape[2:]) if shape is not None and len(shape) > 2 else ()):
                 spatial *= s
             inputs = tuple(a.name for a in node.all_input_nodes if ctx.layout(a) is not None)
-            nodes.append(NodeRecord(node.name, layout, inputs, allocates, spatial))
+            nodes.append(NodeRecord(node.name, layout, inputs, allocates, spatial, last))
 
+    for unit, node in ctx.channel_params.items():
+        if not any(ctx.uf.find(u) == ctx.uf.find(unit) for u in range(len(ctx.uf.parent)) if u != unit):
+            raise unsupported(node, "a per-channel parameter that meets no feature map elementwise")
     for layout in output_layouts + ctx.extra_outputs:
         for seg in layout:
             root = ctx.uf.find(seg.unit)

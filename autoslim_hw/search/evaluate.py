@@ -105,8 +105,8 @@ class PrefixRunner:
                 value = x
             elif node.op == "output":
                 return args[0], snaps
-            elif node.op == "get_attr":
-                value = self.gm
+            elif node.op == "get_attr":  # through the network's own modules: per-channel parameters read sliced
+                value = self.supernet.net
                 for part in node.target.split("."):
                     value = getattr(value, part)
             elif node.op == "call_module":

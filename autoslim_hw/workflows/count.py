@@ -85,7 +85,7 @@ def count_config(model: str | None = None, width: float | None = None, published
     table predicts, which signatures it interpolated, and refuses a table of another model (or,
     when `device`/`runtime` are given, of another device or runtime)."""
     from ..lookup_tables import LatencyTable
-    from ..lookup_tables.discover import check_table_model
+    from ..lookup_tables.discover import check_table_model, table_path
     from ..models import model_entry, published_config
     from .common import config_from_options
     from .export import resolve_export_config
@@ -97,14 +97,7 @@ def count_config(model: str | None = None, width: float | None = None, published
         raise UserError("--target picks a target of a search result; pass that result with --channels")
     table = None
     if lut is not None:
-        from ..lookup_tables.discover import shipped_tables
-
-        shipped = {p.name: p for p in shipped_tables()}
-        if not Path(lut).is_file() and Path(lut).name == str(lut) and str(lut) in shipped:
-            lut = shipped[str(lut)]  # a shipped table by its file name (`autoslim-hw lut list`)
-        if not Path(lut).is_file():
-            raise UserError(f"lookup table {lut} does not exist; pass a file, or a shipped table's name from "
-                            "`autoslim-hw lut list`, or build one with `autoslim-hw profile`")
+        lut = table_path(lut)
         table = LatencyTable.load(lut).require_entries(lut)
     supernet = count_supernet(model, checkpoint, channels, table, lut, input_size, num_classes, width_max)
     notes: list[str] = []
@@ -134,12 +127,7 @@ def count_config(model: str | None = None, width: float | None = None, published
     if table is not None:
         md = table.metadata
         have_device, have_runtime = md.get("device", {}).get("name"), md.get("runtime")
-        if device is not None and device != have_device:
-            raise UserError(f"lookup table {lut} is for device {have_device!r}, not {device!r}; pass that "
-                            "device's table (`autoslim-hw lut list`)")
-        if runtime is not None and runtime != have_runtime:
-            raise UserError(f"lookup table {lut} is for runtime {have_runtime!r}, not {runtime!r}; pass a "
-                            f"{runtime} table (`autoslim-hw lut list`)")
+        table.check_target(device, runtime, allow_mismatch, path=lut, other_host_ok=True)  # another CPU: a note
         check_table_model(table, supernet, Path(lut), f"autoslim-hw profile --model {supernet.spec.arch} "
                           f"--input-size {supernet.spec.input_size}", allow_mismatch)
         if table.outdated():

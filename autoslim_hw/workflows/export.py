@@ -268,6 +268,10 @@ def predict_export_latency(info: ExportedSubnet, lut: str | os.PathLike | None =
 
     runtime = info.runtime
     priced = list_backends(profiles=True)
+    if lut is not None:
+        from ..lookup_tables.discover import table_path
+
+        lut = table_path(lut)
     if lut is None and runtime not in [e.name for e in priced]:
         entry = backend_for_format(info.fmt)
         return {"latency_ms": None, "reason": f"lookup tables price {' or '.join(e.label for e in priced)}, not "

@@ -8,7 +8,7 @@ from .._io import check_output
 from ..errors import UserError
 from ..lookup_tables import LatencyTable
 from ..lookup_tables.build import build_table
-from ..lookup_tables.discover import SHIPPED, check_table_model, default_table_path, table_model
+from ..lookup_tables.discover import SHIPPED, check_table_model, default_table_path, table_model, table_path
 from ..lookup_tables.networks import network_timing
 from ..lookup_tables.table import model_key
 from ..lookup_tables.validate import validate_table
@@ -60,12 +60,13 @@ def validate_lut(lut: Path, model: str | None = None, checkpoint: Path | None = 
         raise UserError("--samples must be at least 2")
     if rounds is not None and rounds < 1:
         raise UserError("--rounds must be at least 1")
+    lut = table_path(lut)
     table = LatencyTable.load(lut)
     dev_name, runtime = table.metadata["device"]["name"], table.metadata["runtime"]
     if table.metadata["device"].get("kind", "host") != "host":
         raise UserError(f"{lut} was measured on {dev_name}, not on this computer, so it cannot be validated here; "
                         "`autoslim-hw lut import` validated it on the bundle's held-out networks (`lut info` shows it)")
-    table.check_target(dev_name, runtime, allow_mismatch)
+    table.check_target(dev_name, runtime, allow_mismatch, path=lut)
     if model is None and checkpoint is None and input_size is None and width_mult is None:
         supernet = table_model(table, lut)
     else:

@@ -28,7 +28,8 @@ def resolve_table(supernet: Supernet, checkpoint: Path, lut: Path | None, device
     Without `lut`: the shipped or ./luts table of this model, device and runtime measured on this
     CPU; with `profile_missing`, a missing one is built."""
     from ..lookup_tables import LatencyTable
-    from ..lookup_tables.discover import check_table_model, default_table_path, find_table, tables_of_other_hosts
+    from ..lookup_tables.discover import (check_table_model, default_table_path, find_table, table_path,
+                                          tables_of_other_hosts)
 
     from ..profilers.devices import get_device
 
@@ -37,7 +38,9 @@ def resolve_table(supernet: Supernet, checkpoint: Path, lut: Path | None, device
         device = get_device(dev_file).name  # a device file: its tables carry its name
     dev, rt = device or "cpu-1core", runtime or "onnxruntime"
     hint = f"autoslim-hw profile --checkpoint {checkpoint} --device {dev} --runtime {rt}"
-    if lut is None:
+    if lut is not None:
+        lut = table_path(lut)
+    else:
         lut = find_table(supernet, dev, rt)
         if lut is None and needed and profile_missing:
             from ..lookup_tables.build import build_table
@@ -58,7 +61,7 @@ def resolve_table(supernet: Supernet, checkpoint: Path, lut: Path | None, device
         log(f"lookup table: {lut}")
     table = LatencyTable.load(lut).require_entries(lut)
     md = table.metadata
-    table.check_target(device or md["device"]["name"], runtime or md["runtime"], allow_mismatch)
+    table.check_target(device or md["device"]["name"], runtime or md["runtime"], allow_mismatch, path=lut)
     check_table_model(table, supernet, lut, hint, allow_mismatch)
     return table, lut
 
