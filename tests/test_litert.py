@@ -45,6 +45,7 @@ def ops_in(path) -> list[str]:
     Signature("linear", 1, 1, 32, 10),
     Signature("add", 8, 8, 16, 16),
     Signature("gap", 7, 7, 32, 32),
+    Signature("shuffle", 7, 5, 24, 24, groups=2),
 ], ids=lambda s: s.key)
 def test_single_op_models_match_torch(sig, tmp_path):
     model, shapes = single_op_model(sig)
@@ -70,6 +71,18 @@ def test_mobilenet_v2_subnet_with_folded_bn_matches_torch(supernet, tmp_path):
     # BN folded and ReLU6 fused: only the ops a converter would leave
     assert set(ops_in(tmp_path / "net.tflite")) == {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "PAD", "MEAN", "RESHAPE",
                                                      "FULLY_CONNECTED"}
+
+
+def test_shufflenet_split_concat_and_shuffle_match_torch(tmp_path):
+    """ShuffleNetV2 (torchvision's own forward: chunk, cat, view-transpose-view) as SPLIT,
+    CONCATENATION and RESHAPE-TRANSPOSE-RESHAPE in NHWC."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+    randomize_bn(model, (2, 3, 32, 32), steps=1)
+    assert_matches_torch(model, [(1, 3, 32, 32)], tmp_path / "net.tflite")
+    assert {"SPLIT", "CONCATENATION", "TRANSPOSE"} <= set(ops_in(tmp_path / "net.tflite"))
 
 
 def test_file_size_follows_params(supernet, tmp_path):

@@ -29,7 +29,7 @@ ACT = fb.ActivationFunctionType
 NHWC_DESCRIPTION = "autoslim-hw NHWC"  # lets run_tflite tell our files from a converter's
 
 _FUSED = {None: ACT.NONE, "relu": ACT.RELU, "relu6": ACT.RELU6}
-_STATIC = ("size", getattr, operator.getitem)  # shape arithmetic (x.size(0)): fixed by the input shapes
+_STATIC = ("size", getattr, operator.getitem, operator.floordiv)  # shape arithmetic: fixed by the input shapes
 
 
 class _AlignedBuffer(fb.BufferT):
@@ -79,6 +79,8 @@ class _Writer:
         self.tensors, self.buffers, self.ops, self.codes = [], [fb.BufferT()], [], {}  # buffer 0: empty
         self.env: dict[fx.Node, int] = {}  # node -> index of the tensor holding its value
         self.nonneg: set[int] = set()  # tensors known >= 0 (after a relu): zero padding is safe for maxpool
+        self.parts: dict[fx.Node, list[int]] = {}  # chunk nodes -> their parts' tensors
+        self.grouped: dict[fx.Node, bool] = {}  # channel-group views of a shuffle -> groups swapped yet
 
     # --- file pieces ---
     def tensor(self, shape, name: str, data: np.ndarray | None = None, dtype=fb.TensorType.FLOAT32) -> int:
@@ -94,13 +96,14 @@ class _Writer:
         dtype = fb.TensorType.INT32 if array.dtype == np.int32 else fb.TensorType.FLOAT32
         return self.tensor(array.shape, name, array, dtype)
 
-    def op(self, code: int, inputs, out_shape, name: str, options=None, options_type=0) -> int:
+    def op(self, code: int, inputs, out_shape, name: str, options=None, options_type=0, outputs: int = 1):
+        """Append an op; its output tensor (a list of `outputs` tensors of `out_shape` when > 1)."""
         if code not in self.codes:
             self.codes[code] = len(self.codes)
-        out = self.tensor(out_shape, name)
-        self.ops.append(_new(fb.OperatorT, opcodeIndex=self.codes[code], inputs=list(inputs), outputs=[out],
+        outs = [self.tensor(out_shape, name if outputs == 1 else f"{name}.{i}") for i in range(outputs)]
+        self.ops.append(_new(fb.OperatorT, opcodeIndex=self.codes[code], inputs=list(inputs), outputs=outs,
                              builtinOptions=options, builtinOptionsType=options_type))
-        return out
+        return outs[0] if outputs == 1 else outs
 
     def serialize(self, inputs: list[int], outputs: list[int]) -> bytes:
         sub = _new(fb.SubGraphT, tensors=self.tensors, inputs=inputs, outputs=outputs, operators=self.ops, name="main")
@@ -257,13 +260,66 @@ class _Writer:
         if src == out:
             self.env[node] = self.env[node.args[0]]
             return
+        if len(src) == 4 and len(out) == 5 and out[1] * out[2] == src[1] and out[3:] == src[2:]:
+            # a channel shuffle's view into (groups, channels per group): NHWC (N*H*W, groups, C/groups)
+            self.grouped[node] = False
+            self._reshape(node, [src[0] * src[2] * src[3], out[1], out[2]])
+            return
+        if node.args[0] in self.grouped and len(out) == 4:
+            if not self.grouped[node.args[0]]:
+                raise self.error(node, "a view back from channel groups that were not swapped")
+            self._reshape(node, _nhwc(out))
+            return
         # (N, C, 1, 1) -> (N, C) keeps the channel order in NHWC too; larger spatial would not
         if len(src) != 4 or src[2:] != [1, 1] or out != src[:2]:
             raise self.error(node, f"only flattening 1x1 spatial maps is supported, not {src} -> {out}")
+        self._reshape(node, out)
+
+    def _reshape(self, node: fx.Node, out: list[int]) -> None:
         opts = _new(fb.ReshapeOptionsT, newShape=out)
         y = self.op(OP.RESHAPE, [self.env[node.args[0]], self.const(np.array(out, np.int32), f"{node.name}.shape")],
                     out, node.name, opts, fb.BuiltinOptions.ReshapeOptions)
-        self.finish(node, node, y)
+        self.finish(node, node, y, self.env[node.args[0]] in self.nonneg)
+
+    def transpose(self, node: fx.Node) -> None:
+        src = node.args[0]
+        if src not in self.grouped or sorted(d % 5 for d in node.args[1:3]) != [1, 2]:
+            raise self.error(node, "only the transpose of a channel shuffle is supported")
+        x = self.env[src]
+        rows, groups, per = self.tensors[x].shape
+        perm = self.const(np.array([0, 2, 1], np.int32), f"{node.name}.perm")
+        y = self.op(OP.TRANSPOSE, [x, perm], [rows, per, groups], node.name, fb.TransposeOptionsT(),
+                    fb.BuiltinOptions.TransposeOptions)
+        self.grouped[node] = True
+        self.finish(node, node, y, x in self.nonneg)
+
+    def cat(self, node: fx.Node) -> None:
+        tensors = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if len(self.shape(node)) != 4 or dim % 4 != 1:
+            raise self.error(node, "only concatenating NCHW maps along the channels is supported")
+        ins = [self.env[t] for t in tensors]
+        opts = _new(fb.ConcatenationOptionsT, axis=3)
+        y = self.op(OP.CONCATENATION, ins, _nhwc(self.shape(node)), node.name, opts,
+                    fb.BuiltinOptions.ConcatenationOptions)
+        self.finish(node, node, y, all(i in self.nonneg for i in ins))
+
+    def chunk(self, node: fx.Node) -> None:
+        """x.chunk(n, dim=1) into equal parts: SPLIT along NHWC's channels; getitem picks a part."""
+        src = node.args[0]
+        n = node.args[1] if len(node.args) > 1 else node.kwargs.get("chunks")
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        shape = self.shape(src)
+        if len(shape) != 4 or dim % 4 != 1 or not isinstance(n, int) or shape[1] % n:
+            raise self.error(node, "only chunking NCHW maps into equal parts along the channels is supported")
+        part = _nhwc([shape[0], shape[1] // n, shape[2], shape[3]])
+        axis = self.const(np.array(3, np.int32), f"{node.name}.axis")
+        outs = self.op(OP.SPLIT, [axis, self.env[src]], part, node.name, _new(fb.SplitOptionsT, numSplits=n),
+                       fb.BuiltinOptions.SplitOptions, outputs=n)
+        self.parts[node] = outs if n > 1 else [outs]
+        for o in self.parts[node]:
+            if self.env[src] in self.nonneg:
+                self.nonneg.add(o)
 
     def unary(self, node: fx.Node, code: int, nonneg: bool = False) -> None:
         y = self.op(code, [self.env[node.args[0]]], _nhwc(self.shape(node)), node.name)
@@ -292,6 +348,18 @@ class _Writer:
             self.reshape(node)
         elif k in (operator.add, operator.iadd, torch.add, "add", "add_"):
             self.add(node)
+        elif k in (torch.cat, torch.concat):
+            self.cat(node)
+        elif k in ("chunk", torch.chunk):
+            self.chunk(node)
+        elif k is operator.getitem and node.args[0] in self.parts:
+            self.env[node] = self.parts[node.args[0]][node.args[1]]
+        elif k in ("transpose", torch.transpose):
+            self.transpose(node)
+        elif k == "contiguous":
+            self.env[node] = self.env[node.args[0]]
+            if node.args[0] in self.grouped:
+                self.grouped[node] = self.grouped[node.args[0]]
         elif k is nn.MaxPool2d:
             self.maxpool(node, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
         elif k is F.max_pool2d:
