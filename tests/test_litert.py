@@ -85,6 +85,17 @@ def test_shufflenet_split_concat_and_shuffle_match_torch(tmp_path):
     assert {"SPLIT", "CONCATENATION", "TRANSPOSE"} <= set(ops_in(tmp_path / "net.tflite"))
 
 
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large"])
+def test_squeeze_excitation_networks_match_torch(name, tmp_path):
+    """SiLU (LOGISTIC, MUL), hardsigmoid (ADD with RELU6, MUL), the squeeze-and-excitation product
+    and stochastic depth (the identity at inference), in a random subnet of each."""
+    net = create_model(name, input_size=32, num_classes=10)
+    model = materialize(net, net.space.sample(random.Random(0))).eval()
+    randomize_bn(model, (2, 3, 32, 32), steps=1)
+    assert_matches_torch(model, [(1, 3, 32, 32)], tmp_path / "net.tflite", tol=1e-3)
+    assert {"LOGISTIC" if name == "efficientnet_b0" else "HARD_SWISH", "MUL"} <= set(ops_in(tmp_path / "net.tflite"))
+
+
 def test_file_size_follows_params(supernet, tmp_path):
     net = supernet
     sizes, params = [], []
@@ -130,7 +141,7 @@ def test_keepdim_mean_and_maxpool_on_raw_input(tmp_path):
 
 
 @pytest.mark.parametrize("model, shape, node", [
-    (type("Swish", (nn.Module,), {"forward": lambda self, x: x * torch.sigmoid(x)})(), (1, 4, 8, 8), "sigmoid"),
+    (type("Gelu", (nn.Module,), {"forward": lambda self, x: F.gelu(x)})(), (1, 4, 8, 8), "gelu"),
     (nn.Sequential(nn.LSTM(8, 8)), (3, 1, 8), "_0"),
     (nn.Sequential(nn.ReLU(), nn.BatchNorm2d(4)), (1, 4, 8, 8), "_1"),  # a BN after no conv cannot be folded
     (nn.Sequential(nn.MaxPool2d(3, 2, 1)), (1, 4, 16, 16), "_0"),  # zero padding would be wrong on negatives
@@ -152,4 +163,4 @@ def test_backend_converts_and_measures(tmp_path, monkeypatch):
     assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms and lat.runs >= 10  # more when 5 runs take < min_round_s
     monkeypatch.setitem(sys.modules, "litert_torch", None)  # as if the converter extra were not installed
     with pytest.raises(UnsupportedOperationError, match=r"pip install 'autoslim-hw\[convert\]'"):
-        backend.convert(nn.Sequential(nn.Sigmoid()), [(1, 4, 8, 8)], tmp_path / "s.tflite")
+        backend.convert(nn.Sequential(nn.GELU()), [(1, 4, 8, 8)], tmp_path / "s.tflite")

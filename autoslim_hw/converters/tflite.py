@@ -325,6 +325,33 @@ class _Writer:
         y = self.op(code, [self.env[node.args[0]]], _nhwc(self.shape(node)), node.name)
         self.finish(node, node, y, nonneg)
 
+    def _mul(self, a: int, b: int, shape: list[int], name: str) -> int:
+        return self.op(OP.MUL, [a, b], shape, name, _new(fb.MulOptionsT, fusedActivationFunction=ACT.NONE),
+                       fb.BuiltinOptions.MulOptions)
+
+    def mul(self, node: fx.Node) -> None:
+        """The product of two maps, one of them (N, C, 1, 1) or of equal shape (squeeze-and-excitation)."""
+        a, b = node.args[:2]
+        if node.kwargs or len(node.args) != 2 or not all(isinstance(v, fx.Node) and v in self.env for v in (a, b)):
+            raise self.error(node, "only the product of two tensors is supported")
+        y = self._mul(self.env[a], self.env[b], _nhwc(self.shape(node)), node.name)
+        self.finish(node, node, y, self.env[a] in self.nonneg and self.env[b] in self.nonneg)
+
+    def silu(self, node: fx.Node) -> None:
+        """x * sigmoid(x): LOGISTIC then MUL (what converters emit for SiLU)."""
+        x, shape = self.env[node.args[0]], _nhwc(self.shape(node))
+        s = self.op(OP.LOGISTIC, [x], shape, f"{node.name}.sigmoid")
+        self.finish(node, node, self._mul(x, s, shape, node.name))
+
+    def hardsigmoid(self, node: fx.Node) -> None:
+        """relu6(x + 3) / 6: ADD, RELU6, MUL (LiteRT has no hard sigmoid op)."""
+        x, shape = self.env[node.args[0]], _nhwc(self.shape(node))
+        three = self.const(np.array([3.0], np.float32), f"{node.name}.three")
+        t = self.op(OP.ADD, [x, three], shape, f"{node.name}.add", _new(fb.AddOptionsT, fusedActivationFunction=ACT.RELU6),
+                    fb.BuiltinOptions.AddOptions)
+        sixth = self.const(np.array([1 / 6], np.float32), f"{node.name}.sixth")
+        self.finish(node, node, self._mul(t, sixth, shape, node.name), nonneg=True)
+
     def visit(self, node: fx.Node) -> None:
         k, m = self.kind(node), self.modules.get(node.target) if node.op == "call_module" else None
         args = lambda *names: {**dict(zip(names, node.args)), **node.kwargs}  # noqa: E731
@@ -368,6 +395,16 @@ class _Writer:
                          a.get("ceil_mode", False))
         elif k is nn.Hardswish or k is F.hardswish:
             self.unary(node, OP.HARD_SWISH)
+        elif k in (nn.Sigmoid, torch.sigmoid, F.sigmoid, "sigmoid"):
+            self.unary(node, OP.LOGISTIC, nonneg=True)
+        elif k is nn.SiLU or k is F.silu:
+            self.silu(node)
+        elif k is nn.Hardsigmoid or k is F.hardsigmoid:
+            self.hardsigmoid(node)
+        elif k in (operator.mul, torch.mul, "mul"):
+            self.mul(node)
+        elif getattr(k, "__qualname__", None) == "stochastic_depth" and node.args[3:4] == (False,):
+            self.env[node] = self.env[node.args[0]]  # stochastic depth at inference: the identity
         elif self.act(node):
             self.unary(node, OP.RELU6 if self.act(node) == "relu6" else OP.RELU, nonneg=True)
         elif k in (nn.BatchNorm2d, nn.BatchNorm1d, F.batch_norm):
