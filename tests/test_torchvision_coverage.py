@@ -37,7 +37,8 @@ def _params():
         marks = []
         if name.startswith(NOT_CNN):
             marks.append(pytest.mark.xfail(raises=UnsupportedOperationError, strict=True,
-                                           reason="vision transformers: permute and getitem (out of scope)"))
+                                           reason="vision transformers: token reshapes, position tables and "
+                                                  "attention (out of scope)"))
         elif any(name.startswith(f) for f in UNSUPPORTED):
             reason = next(r for f, r in UNSUPPORTED.items() if name.startswith(f))
             marks.append(pytest.mark.xfail(raises=UnsupportedOperationError, strict=True, reason=reason))
