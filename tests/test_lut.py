@@ -595,3 +595,18 @@ def test_squeeze_excitation_and_grouped_convs_have_signatures():
     for sig in sigs:  # each one runs as the single-op model the table would time
         model, shapes = single_op_model(sig)
         model(*[torch.zeros(s) for s in shapes])
+
+
+def test_profile_suggests_more_calibration_networks_only_when_the_fit_is_loose():
+    from types import SimpleNamespace
+
+    from autoslim_hw.cli.lut import calibration_hint
+    from autoslim_hw.lookup_tables.table import model_key
+
+    net = tiny_supernet()
+    table = lambda loo, n: SimpleNamespace(calibrations={model_key(net): {"coef_loo_mape": loo, "samples": n}})  # noqa: E731
+    hint = calibration_hint(table(5.6, 24), net, "t.json.gz")
+    assert "5.6%" in hint and "--resume --recalibrate --calibration 48" in hint and "lut validate t.json.gz" in hint
+    assert calibration_hint(table(2.0, 24), net, "t.json.gz") is None  # a tight fit
+    assert calibration_hint(table(5.6, 48), net, "t.json.gz") is None  # as many networks as suggested already
+    assert calibration_hint(SimpleNamespace(calibrations={}), net, "t.json.gz") is None  # not calibrated

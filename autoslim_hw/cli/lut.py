@@ -71,6 +71,31 @@ def profile_cmd(
                              calibration=calibration, passes=passes, jobs=jobs, recalibrate=recalibrate)
     have, total = table.coverage(supernet)
     console.print(f"wrote {out}: {have}/{total} signatures measured")
+    hint = calibration_hint(table, supernet, out)
+    if hint:
+        console.print(f"[yellow]{hint}[/yellow]")
+
+
+# `profile` suggests more calibration networks when the fit's leave-one-out error is above this
+# (percent) and it used fewer networks than the shipped tables do (benchmarks/RESULTS.md,
+# "Lookup tables for the new families": MobileNetV3-Large recalibrated)
+CALIBRATION_LOO_HINT = 3.0
+CALIBRATION_HINT_BELOW = 48
+
+
+def calibration_hint(table, supernet, out) -> str | None:
+    """A suggestion when the calibration fit predicts networks left out of it worse than
+    CALIBRATION_LOO_HINT percent from fewer than CALIBRATION_HINT_BELOW networks."""
+    from ..lookup_tables.table import model_key
+
+    cal = table.calibrations.get(model_key(supernet)) or {}
+    loo = cal.get("coef_loo_mape", cal.get("loo_mape"))
+    n = cal.get("samples") if isinstance(cal.get("samples"), int) else len(cal.get("networks") or [])
+    if loo is None or not n or loo <= CALIBRATION_LOO_HINT or n >= CALIBRATION_HINT_BELOW:
+        return None
+    return (f"the calibration predicts networks left out of its fit to {loo:.1f}% ({n} networks); more networks "
+            f"usually steady it: add `--resume --recalibrate --calibration {CALIBRATION_HINT_BELOW}` to the same command "
+            f"(then `autoslim-hw lut validate {out}`)")
 
 
 @lut_app.command("info")
