@@ -138,3 +138,44 @@ class _Split(nn.Module):
 def test_what_is_not_supported_is_refused_naming_the_node(kwargs, match):
     with pytest.raises(UnsupportedOperationError, match=match):
         slimmable(_Split(**kwargs), input_size=8)
+
+
+class _Scaled(nn.Module):
+    """A (C,) parameter: it scales a channels-last map or (N, C) features; on an NCHW map it would
+    broadcast over the width, which discovery refuses."""
+
+    def __init__(self, where: str):
+        super().__init__()
+        self.where = where
+        self.conv, self.scale, self.fc = nn.Conv2d(3, 8, 1), nn.Parameter(torch.rand(8) + 0.5), nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.where == "nchw":
+            return (x * self.scale).mean((2, 3))
+        if self.where == "features":
+            return self.fc(x.mean((2, 3)) * self.scale)
+        return self.fc(x.permute(0, 2, 3, 1) * self.scale).mean((1, 2))
+
+
+@pytest.mark.parametrize("where", ["features", "nhwc"])
+def test_a_channel_vector_parameter_slims_with_features_or_a_channels_last_map(where):
+    torch.manual_seed(0)
+    model = _Scaled(where).eval()
+    net = slimmable(model, width_max=1.0, groups=4, input_size=8).eval()
+    cfg = net.space.smallest()
+    plain = materialize(net, cfg).eval()
+    assert plain.scale.shape == (net.space.widths(cfg)["conv"],)
+    net.set_config(cfg)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), net(x), atol=1e-6)
+        net.set_config(net.space.base_config())
+        assert torch.allclose(net(x), model(x), atol=1e-6)
+    if where == "nhwc":  # the mean over a channels-last map's H and W is a global pool of an 8x8 map
+        assert [(o.op, o.h, o.w) for o in deployed_ops(net) if o.op == "gap"] == [("gap", 8, 8)]
+
+
+def test_a_channel_vector_on_an_nchw_map_is_refused():
+    with pytest.raises(UnsupportedOperationError, match="different dims"):
+        slimmable(_Scaled("nchw"), input_size=8)

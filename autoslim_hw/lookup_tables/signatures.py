@@ -148,8 +148,10 @@ def deployed_ops(supernet: Supernet) -> list[DeployedOp]:
             shape = geometry[node.name][1]
             ops.append(DeployedOp(node.name, "scale", shape[2], shape[3], channels_of=layouts[node.name]))
         elif node.name in layouts and _is_global_pool(node, modules, geometry):
-            shape = geometry[node.all_input_nodes[0].name][1]
-            ops.append(DeployedOp(node.name, "gap", shape[2], shape[3], channels_of=layouts[node.name]))
+            src = node.all_input_nodes[0].name
+            shape = geometry[src][1]
+            h, w = shape[1:3] if src in channels_last else shape[2:4]  # a channels-last map: (N, H, W, C)
+            ops.append(DeployedOp(node.name, "gap", h, w, channels_of=layouts[node.name]))
     return ops
 
 

@@ -152,11 +152,13 @@ def _same_tensor(ctx: _Context, node: fx.Node, module=None):
     return ctx.first_layout(node), False
 
 
+@_any_dim
 def _mean(ctx: _Context, node: fx.Node, module=None):
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
     ndim = len(_shape(node.args[0]))
     dims = [dims] if isinstance(dims, int) else list(dims or [])
-    if not dims or any(d % ndim in (0, 1) for d in dims):
+    channel_dim = ndim - 1 if node.args[0].name in ctx.channels_last else 1
+    if not dims or any(d % ndim in (0, channel_dim) for d in dims):
         raise unsupported(node, "only reductions over spatial dims keep channels")
     return ctx.first_layout(node), True
 

@@ -66,7 +66,8 @@ def _follow_channels_last(ctx: _Context, node: fx.Node, handler) -> None:
     Linear, LayerNorm); any other op there is refused, since it would read the wrong dim."""
     if node.op == "get_attr" or node.name in ctx.channels_last:
         return
-    args = ctx.tensor_args(node)
+    # a (N, C) tensor has its channels both second and last: it agrees with either
+    args = [a for a in ctx.tensor_args(node) if _shape(a) is None or len(_shape(a)) != 2]
     last = [a.name in ctx.channels_last for a in args]
     if not any(last) or getattr(handler, "__name__", "") == "_permute":
         return
@@ -75,7 +76,9 @@ def _follow_channels_last(ctx: _Context, node: fx.Node, handler) -> None:
                                 "activations and elementwise ops are supported there")
     if not all(last):
         raise unsupported(node, "operands with channels in different dims (channels-first and channels-last)")
-    ctx.channels_last.add(node.name)
+    shape = _shape(node)
+    if shape is None or len(shape) > 2:
+        ctx.channels_last.add(node.name)
 
 
 def analyze(model: nn.Module, input_shape: tuple[int, ...]) -> GraphAnalysis:
