@@ -13,7 +13,6 @@ import operator
 import os
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,38 +22,12 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .._io import atomic_write_bytes
 from ..errors import UnsupportedOperationError
+from ._tflite_file import NHWC_DESCRIPTION, OP, TfliteFile, _new  # noqa: F401  (NHWC_DESCRIPTION: re-exported)
 
-OP = fb.BuiltinOperator
 ACT = fb.ActivationFunctionType
-NHWC_DESCRIPTION = "autoslim-hw NHWC"  # lets run_tflite tell our files from a converter's
 
 _FUSED = {None: ACT.NONE, "relu": ACT.RELU, "relu6": ACT.RELU6}
 _STATIC = ("size", getattr, operator.getitem, operator.floordiv)  # shape arithmetic: fixed by the input shapes
-
-
-class _AlignedBuffer(fb.BufferT):
-    """Constant data 16-byte aligned, as converters write it: the runtime reads floats in place."""
-
-    def Pack(self, builder):
-        data = None
-        if self.data is not None:
-            raw = self.data.tobytes()
-            builder.StartVector(1, len(raw), 16)
-            builder.head -= len(raw)
-            builder.Bytes[builder.head:builder.head + len(raw)] = raw
-            data = builder.EndVector()
-        fb.BufferStart(builder)
-        if data is not None:
-            fb.BufferAddData(builder, data)
-        return fb.BufferEnd(builder)
-
-
-def _new(cls, **fields):
-    """A schema object with its fields set (the object API's constructors take no arguments)."""
-    obj = cls()
-    for k, v in fields.items():
-        setattr(obj, k, v)
-    return obj
 
 
 def _nhwc(shape) -> list[int]:
@@ -73,48 +46,14 @@ def _same_padding(size: int, k: int, s: int, d: int, p: int) -> str | None:
     return "SAME" if out == out_same and before == p else None
 
 
-class _Writer:
+class _Writer(TfliteFile):
     def __init__(self, gm: fx.GraphModule):
+        super().__init__()
         self.modules = dict(gm.named_modules())
-        self.tensors, self.buffers, self.ops, self.codes = [], [fb.BufferT()], [], {}  # buffer 0: empty
         self.env: dict[fx.Node, int] = {}  # node -> index of the tensor holding its value
         self.nonneg: set[int] = set()  # tensors known >= 0 (after a relu): zero padding is safe for maxpool
         self.parts: dict[fx.Node, list[int]] = {}  # chunk nodes -> their parts' tensors
         self.grouped: dict[fx.Node, bool] = {}  # channel-group views of a shuffle -> groups swapped yet
-
-    # --- file pieces ---
-    def tensor(self, shape, name: str, data: np.ndarray | None = None, dtype=fb.TensorType.FLOAT32) -> int:
-        t = _new(fb.TensorT, shape=list(shape), name=name, type=dtype, buffer=0)
-        if data is not None:
-            t.buffer = len(self.buffers)
-            self.buffers.append(_AlignedBuffer())
-            self.buffers[-1].data = np.ascontiguousarray(data)
-        self.tensors.append(t)
-        return len(self.tensors) - 1
-
-    def const(self, array: np.ndarray, name: str) -> int:
-        dtype = fb.TensorType.INT32 if array.dtype == np.int32 else fb.TensorType.FLOAT32
-        return self.tensor(array.shape, name, array, dtype)
-
-    def op(self, code: int, inputs, out_shape, name: str, options=None, options_type=0, outputs: int = 1):
-        """Append an op; its output tensor (a list of `outputs` tensors of `out_shape` when > 1)."""
-        if code not in self.codes:
-            self.codes[code] = len(self.codes)
-        outs = [self.tensor(out_shape, name if outputs == 1 else f"{name}.{i}") for i in range(outputs)]
-        self.ops.append(_new(fb.OperatorT, opcodeIndex=self.codes[code], inputs=list(inputs), outputs=outs,
-                             builtinOptions=options, builtinOptionsType=options_type))
-        return outs[0] if outputs == 1 else outs
-
-    def serialize(self, inputs: list[int], outputs: list[int]) -> bytes:
-        sub = _new(fb.SubGraphT, tensors=self.tensors, inputs=inputs, outputs=outputs, operators=self.ops, name="main")
-        # dicts keep insertion order: the order of opcodeIndex; codes past 127 keep the old field at its placeholder
-        codes = [_new(fb.OperatorCodeT, builtinCode=c, version=1,
-                      deprecatedBuiltinCode=min(c, OP.PLACEHOLDER_FOR_GREATER_OP_CODES)) for c in self.codes]
-        model = _new(fb.ModelT, version=3, subgraphs=[sub], buffers=self.buffers, operatorCodes=codes,
-                     description=NHWC_DESCRIPTION)
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        return bytes(builder.Output())
 
     # --- graph walking ---
     def kind(self, node: fx.Node):
