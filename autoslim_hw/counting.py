@@ -78,7 +78,7 @@ def layer_costs(supernet: Supernet, config: ChannelConfig | None = None, input_s
     config = supernet.config if config is None else config
     widths = supernet.space.widths(config)
     geometry = supernet.layer_geometry(input_size)
-    last = {n.name for n in supernet.nodes if n.channels_last}
+    last = supernet.channels_last_nodes
     costs = []
     for slot in supernet.space.layers.values():
         module = slot_module(supernet.net, slot)

@@ -111,7 +111,7 @@ def deployed_ops(supernet: Supernet) -> list[DeployedOp]:
     modules = dict(gm.named_modules())
     geometry = supernet.layer_geometry()
     layouts = {n.name: n.layout for n in supernet.nodes}
-    channels_last = {n.name for n in supernet.nodes if n.channels_last}
+    channels_last = supernet.channels_last_nodes
     ops = []
     for node in gm.graph.nodes:
         if node.op == "call_module" and node.target in supernet.space.layers:
@@ -165,24 +165,25 @@ def _is_channel_scale(node: fx.Node, geometry: dict) -> bool:
     shapes = [geometry.get(a.name, (None, None))[1] for a in node.all_input_nodes]
     if any(s is None or len(s) not in (3, 4) for s in shapes):
         return False
-    return sorted(len(s) == 4 and tuple(s[2:]) != (1, 1) for s in shapes) == [False, True] \
-        and all(tuple(s[-2:]) == (1, 1) for s in shapes if len(s) == 3 or tuple(s[2:]) == (1, 1))
+    maps = [len(s) == 4 and tuple(s[2:]) != (1, 1) for s in shapes]
+    return sorted(maps) == [False, True] and tuple(shapes[maps.index(False)][-2:]) == (1, 1)
+
+
+def _is_op(node: fx.Node, geometry: dict, function, method: str, rank: int) -> bool:
+    """`node` calls `function` (or the tensor method `method`) and its output has `rank` dims."""
+    calls = (node.op == "call_function" and node.target is function) or (node.op == "call_method" and node.target == method)
+    shape = geometry.get(node.name, (None, None))[1]
+    return calls and shape is not None and len(shape) == rank
 
 
 def _is_permute(node: fx.Node, geometry: dict) -> bool:
-    is_permute = (node.op == "call_function" and node.target is torch.permute) \
-        or (node.op == "call_method" and node.target == "permute")
-    shape = geometry.get(node.name, (None, None))[1]
-    return is_permute and shape is not None and len(shape) == 4
+    return _is_op(node, geometry, torch.permute, "permute", 4)
 
 
 def _is_channel_shuffle(node: fx.Node, geometry: dict) -> bool:
     """The transpose of ShuffleNet's shuffle: (N, g, C/g, H, W) -> (N, C/g, g, H, W). Deployed, the
     view before it and after it are free; this copy is the cost."""
-    is_transpose = (node.op == "call_function" and node.target is torch.transpose) \
-        or (node.op == "call_method" and node.target == "transpose")
-    shape = geometry.get(node.name, (None, None))[1]
-    return is_transpose and shape is not None and len(shape) == 5
+    return _is_op(node, geometry, torch.transpose, "transpose", 5)
 
 
 def _is_global_pool(node: fx.Node, modules: dict, geometry: dict) -> bool:

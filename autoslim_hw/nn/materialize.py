@@ -71,7 +71,8 @@ def _plain_parameters(module: nn.Module) -> None:
     active = module.__dict__.pop("_active_channels")
     module.__class__ = module.plain_class
     for attr, (n, _) in active.items():
-        setattr(module, attr, nn.Parameter(getattr(module, attr)[:n].clone(), requires_grad=getattr(module, attr).requires_grad))
+        full = getattr(module, attr)
+        setattr(module, attr, nn.Parameter(full[:n].clone(), requires_grad=full.requires_grad))
 
 
 @torch.no_grad()

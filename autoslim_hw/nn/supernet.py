@@ -100,6 +100,7 @@ class Supernet(nn.Module):
         self.space = space
         self.spec = spec
         self._nodes = nodes
+        self.channels_last_nodes = frozenset(n.name for n in nodes if n.channels_last)  # (N, H, W, C) tensors
         self._spatial_cache: dict[tuple[int, ...], dict[str, tuple]] = {}
         self._modules_by_slot: list | None = None
         self.config = space.largest()

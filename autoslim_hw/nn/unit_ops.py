@@ -165,7 +165,7 @@ def _mean(ctx: _Context, node: fx.Node, module=None):
 
 def _cat(ctx: _Context, node: fx.Node, module=None):
     tensors = node.args[0]
-    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    dim = _dim_arg(node, 1, 0)
     ndim = len(_shape(node))
     if dim % ndim != 1:
         raise unsupported(node, f"cat along dim {dim}; only the channel dim 1 is supported")

@@ -66,7 +66,7 @@ def validate_lut(lut: Path, model: str | None = None, checkpoint: Path | None = 
     if table.metadata["device"].get("kind", "host") != "host":
         raise UserError(f"{lut} was measured on {dev_name}, not on this computer, so it cannot be validated here; "
                         "`autoslim-hw lut import` validated it on the bundle's held-out networks (`lut info` shows it)")
-    table.check_target(dev_name, runtime, allow_mismatch, path=lut)
+    table.check_target(None, None, allow_mismatch, path=lut)  # its own device and runtime: only the CPU can differ
     if model is None and checkpoint is None and input_size is None and width_mult is None:
         supernet = table_model(table, lut)
     else:

@@ -60,8 +60,7 @@ def resolve_table(supernet: Supernet, checkpoint: Path, lut: Path | None, device
             return None, None
         log(f"lookup table: {lut}")
     table = LatencyTable.load(lut).require_entries(lut)
-    md = table.metadata
-    table.check_target(device or md["device"]["name"], runtime or md["runtime"], allow_mismatch, path=lut)
+    table.check_target(device, runtime, allow_mismatch, path=lut)
     check_table_model(table, supernet, lut, hint, allow_mismatch)
     return table, lut
 
