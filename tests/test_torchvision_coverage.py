@@ -11,6 +11,7 @@ import torchvision
 from autoslim_hw import slimmable
 from autoslim_hw.counting import count, count_plain
 from autoslim_hw.errors import UnsupportedOperationError
+from autoslim_hw.nn.init import residual_branch_norms
 from autoslim_hw.nn.materialize import is_slimmable, materialize
 
 # transformers: out of scope (issue 24), each refused with the node it stops at
@@ -58,6 +59,7 @@ def test_torchvision_model_slims_counts_and_materializes(name):
     if name.startswith(NOT_CNN):  # they need their own image size; discovery refuses them first
         size = 224
     net = slimmable(model, width_max=1.0, groups=4, input_size=size)
+    residual_branch_norms(net.trace())  # what `train` zero-inits: found in any graph without failing
     net.eval()
     x = torch.randn(2, 3, size, size)
     for cfg in (net.space.sample(random.Random(1)),):

@@ -32,6 +32,7 @@ def train_cmd(
     sampling: Annotated[str, typer.Option(help="How random configs are drawn: around (each around a random overall width, near-uniform) | per-unit (each unit independently: the paper's) | uniform (one multiplier for all units).")] = "around",
     no_distill: Annotated[bool, typer.Option("--no-distill", help="Train every config on labels instead of inplace distillation.")] = False,
     label_weight: Annotated[float, typer.Option(help="Share of the labels' loss in the distilled configs' loss; the rest is the largest config's predictions (0: the paper's pure inplace distillation). Half of each trains short runs far better, and long ones as well.")] = 0.5,
+    zero_init_residual: Annotated[bool, typer.Option(help="Start every residual block as the identity (its branch's last BatchNorm scale at 0, as BigNAS and torchvision's ResNets do). Narrow and middle widths then learn far faster in short runs (benchmarks/RESULTS.md, \"Supernet quality\"). Supernets only; a retrained subnet (--arch) starts as torchvision's models do.")] = True,
     arch: Annotated[Optional[Path], typer.Option(help="Channel config JSON: retrain that subnet from scratch (plain training).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for data order, init and config sampling (each rank adds its rank).")] = 0,
     save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: once per epoch).")] = 0,
@@ -46,8 +47,8 @@ def train_cmd(
 
     The defaults train without tuning: the batch shrinks on small datasets so that an epoch has
     enough steps, the learning rate follows the batch (each config's loss counts 1/(2 +
-    --num-random), so it is the rate of one network), and a short warm-up avoids the early
-    divergence of the widest configs. Epochs are per dataset; fewer train the largest and
+    --num-random), so it is the rate of one network), a short warm-up avoids the early
+    divergence of the widest configs, and residual blocks start as the identity. Epochs are per dataset; fewer train the largest and
     smallest configs well before the middle widths (check with benchmarks/supernet_widths.py).
 
     Example: autoslim-hw train --data fashion-mnist --out runs/fmnist
@@ -63,7 +64,8 @@ def train_cmd(
         model_kwargs={} if width_mult is None else {"width_mult": width_mult}, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
         warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, num_random=num_random,
-        sampling=sampling, label_weight=label_weight, distill=not no_distill, seed=seed, save_every=save_every, limit=limit,
+        sampling=sampling, label_weight=label_weight, zero_init_residual=zero_init_residual,
+        distill=not no_distill, seed=seed, save_every=save_every, limit=limit,
         arch=None if arch is None else str(arch),
     )
     settings.check()

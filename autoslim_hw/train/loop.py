@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..nn.batchnorm import recalibrate_bn
 from ..nn.config import ChannelConfig
 from ..nn.evaluate import evaluate, evaluate_config, topk_for
+from ..nn.init import zero_init_residual
 from ..nn.layers import channels_last_inputs
 from ..nn.materialize import materialize
 from ..nn.supernet import Supernet
@@ -65,6 +66,8 @@ class _Run:
         self.supernet = create_model(s.model, width_max=s.width_max, groups=s.groups,
                                      num_classes=info_d.num_classes, input_size=input_size,
                                      in_chans=info_d.in_chans, **s.model_kwargs)
+        if s.arch is None and s.zero_init_residual and ckpt is None:
+            zero_init_residual(self.supernet)  # every block starts as the identity (nn/init.py)
         self.config = None
         if ckpt is not None and ckpt.get("config") is not None:
             arch = ChannelConfig.from_dict(ckpt["config"], self.supernet.space, strict=False)

@@ -37,6 +37,7 @@ class TrainSettings:
     sampling: str = "around"  # random configs: around | per-unit | uniform (see sandwich_configs)
     distill: bool = True
     label_weight: float = 0.5  # share of the label loss in the distilled configs' loss (0: the paper's)
+    zero_init_residual: bool = True  # supernets: every residual branch's last BN scale starts at 0
     seed: int = 0
     save_every: int = 0  # steps; 0 = once per epoch
     limit: int | None = None
