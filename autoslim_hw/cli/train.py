@@ -48,8 +48,9 @@ def train_cmd(
     The defaults train without tuning: the batch shrinks on small datasets so that an epoch has
     enough steps, the learning rate follows the batch (each config's loss counts 1/(2 +
     --num-random), so it is the rate of one network), a short warm-up avoids the early
-    divergence of the widest configs, and residual blocks start as the identity. Epochs are per dataset; fewer train the largest and
-    smallest configs well before the middle widths (check with benchmarks/supernet_widths.py).
+    divergence of the widest configs, and residual blocks start as the identity. Epochs are
+    per dataset; fewer train the largest and smallest configs well before the middle widths
+    (check with benchmarks/supernet_widths.py).
 
     Example: autoslim-hw train --data fashion-mnist --out runs/fmnist
     """

@@ -48,7 +48,8 @@ class _Run:
             if not self.checkpoint_path.is_file():
                 raise UserError(f"--resume: no checkpoint at {self.checkpoint_path}; start without --resume")
             ckpt = load_checkpoint(self.checkpoint_path)
-            saved = TrainSettings(**ckpt["settings"])
+            # runs saved before a setting existed were trained without it
+            saved = TrainSettings(**{"zero_init_residual": False, **ckpt["settings"]})
             if (saved.model, saved.data, saved.arch) != (s.model, s.data, s.arch):
                 raise UserError(f"--resume: {self.checkpoint_path} was trained with --model {saved.model} --data "
                                 f"{saved.data}; pass the same options or another --out")
