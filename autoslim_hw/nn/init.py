@@ -16,14 +16,17 @@ from torch import fx, nn
 
 _ADDS = {operator.add, operator.iadd, torch.add}
 _PASS_MODULES = (nn.Dropout, nn.Identity)
+# torchvision's StochasticDepth module is traced through to this function; named as
+# nn/unit_ops.py names it, so torchvision is not imported here
+_STOCHASTIC_DEPTH = "torchvision.ops.stochastic_depth.stochastic_depth"
 
 
 def _passes_through(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Ops that forward their one input unchanged at inference (stochastic depth, dropout)."""
     if node.op == "call_module":
-        m = modules[node.target]
-        return isinstance(m, _PASS_MODULES) or type(m).__name__ == "StochasticDepth"
-    return node.op == "call_function" and getattr(node.target, "__name__", "") == "stochastic_depth"
+        return isinstance(modules[node.target], _PASS_MODULES)
+    return node.op == "call_function" and \
+        f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__qualname__', '')}" == _STOCHASTIC_DEPTH
 
 
 def _ancestors(node: fx.Node, memo: dict[fx.Node, frozenset]) -> frozenset:
