@@ -95,9 +95,16 @@ def read_tagged(path: str | os.PathLike, fmt: str, what: str, missing_hint: str,
                 version_key: str = "version", gz: bool = False) -> dict:
     """A format-tagged JSON file: a dict whose "format" is `fmt` and, when `versions` is given,
     whose `version_key` is one of them. Anything else is one UserError line."""
+
+    return check_tagged(read_json(path, what, missing_hint, gz=gz), path, fmt, what, missing_hint, versions,
+                        version_key)
+
+
+def check_tagged(data, path: str | os.PathLike, fmt: str, what: str, missing_hint: str, versions: tuple = (),
+                 version_key: str = "version") -> dict:
+    """`data`, read from `path`, when it is what `read_tagged` accepts; else its UserError line."""
     from .errors import UserError
 
-    data = read_json(path, what, missing_hint, gz=gz)
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise UserError(f"{path} is not an autoslim-hw {what} (no '{fmt}' format tag)")
     if versions and data.get(version_key) not in versions:

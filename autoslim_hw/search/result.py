@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .._io import atomic_write_json, read_tagged
+from .._io import atomic_write_json, check_tagged, read_tagged
 from .._schema import Finite, FiniteNonNegative, Open, validate
 from ..errors import ConfigError
 from ..nn.config import ChannelConfig
@@ -42,15 +42,19 @@ def write_result(path: str | os.PathLike, result: dict) -> None:
     atomic_write_json(path, result, indent=1)
 
 
-def load_result(path: str | os.PathLike) -> dict:
-    """A search output file, checked for its format tag."""
+def load_result(path: str | os.PathLike, data: dict | None = None) -> dict:
+    """A search output file, checked for its format tag and schema (`data`: its JSON, when the
+    caller has already read it)."""
     path = Path(path)
     if path.is_dir():
         from ..errors import UserError
 
         raise UserError(f"{path} is a directory, not a search result; pass the JSON file `autoslim-hw search` "
                         "wrote (search.json)")
-    data = read_tagged(path, FORMAT, "search result", "run `autoslim-hw search` first", versions=(VERSION,))
+    if data is None:
+        data = read_tagged(path, FORMAT, "search result", "run `autoslim-hw search` first", versions=(VERSION,))
+    else:
+        data = check_tagged(data, path, FORMAT, "search result", "run `autoslim-hw search` first", versions=(VERSION,))
     validate(_ResultFile, data, path, "search result", "rerun `autoslim-hw search` (with --restart)")
     return data
 

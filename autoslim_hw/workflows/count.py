@@ -3,7 +3,6 @@ for a config in any form a user holds one (a width, a channel config, a layer li
 result's target)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,24 +39,12 @@ class CountReport:
         return asdict(self)
 
 
-def _search_result_model(channels: Path | None) -> dict | None:
-    """The model spec a search result records, when `channels` is one."""
-    from ..search.result import FORMAT
-
-    if channels is None or not Path(channels).is_file():
-        return None
-    try:
-        data = json.loads(Path(channels).read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None  # the config reader names the problem
-    return data.get("model") if isinstance(data, dict) and data.get("format") == FORMAT else None
-
-
-def count_supernet(model: str | None = None, checkpoint: Path | None = None, channels: Path | None = None,
+def count_supernet(model: str | None = None, checkpoint: Path | None = None, channels_data=None,
                    lut_table=None, lut: Path | None = None, input_size: int | None = None,
                    num_classes: int | None = None, width_max: float = 1.5) -> Supernet:
-    """The supernet a count is about: a checkpoint's; else the one a search result or (without
-    --model) a lookup table was made for; else the built-in `model` (default mobilenet_v2)."""
+    """The supernet a count is about: a checkpoint's; else the one a search result (`channels_data`,
+    the --channels file's JSON) or (without --model) a lookup table was made for; else the
+    built-in `model` (default mobilenet_v2)."""
     from ..lookup_tables.discover import table_model
     from ..models import build_from_spec, create_model
     from ..nn.supernet import ModelSpec
@@ -65,8 +52,10 @@ def count_supernet(model: str | None = None, checkpoint: Path | None = None, cha
 
     if checkpoint is not None:
         return open_checkpoint(checkpoint).supernet
-    spec = _search_result_model(channels)
-    if spec is not None and model is None:
+    from .export import is_search_result
+
+    spec = channels_data.get("model") if is_search_result(channels_data) else None
+    if isinstance(spec, dict) and model is None:
         return build_from_spec(ModelSpec.from_dict(spec))
     if lut_table is not None and model is None:
         return table_model(lut_table, lut)
@@ -88,7 +77,7 @@ def count_config(model: str | None = None, width: float | None = None, published
     from ..lookup_tables.discover import check_table_model, table_path
     from ..models import model_entry, published_config
     from .common import config_from_options
-    from .export import resolve_export_config
+    from .export import read_config_source, resolve_export_config
 
     if published and (channels is not None or layers is not None):
         raise UserError("--published reads --width by the architecture's own rule; it does not apply to "
@@ -99,12 +88,13 @@ def count_config(model: str | None = None, width: float | None = None, published
     if lut is not None:
         lut = table_path(lut)
         table = LatencyTable.load(lut).require_entries(lut)
-    supernet = count_supernet(model, checkpoint, channels, table, lut, input_size, num_classes, width_max)
+    data = read_config_source(channels) if channels is not None else None  # read once
+    supernet = count_supernet(model, checkpoint, data, table, lut, input_size, num_classes, width_max)
     notes: list[str] = []
     rule = None
     space = supernet.space
     if channels is not None:
-        config = resolve_export_config(supernet, None, channels, target)[0]
+        config = resolve_export_config(supernet, None, channels, target, data=data)[0]
     elif published:
         w = 1.0 if width is None else width
         config = published_config(supernet, w)

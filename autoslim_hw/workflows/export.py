@@ -80,13 +80,32 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj))
 
 
+def read_config_source(path: str | os.PathLike):
+    """The JSON of a --config / --channels file (a search result or a channel config), read once;
+    a missing or unparsable file is one UserError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config {path} does not exist; pass a search result from `autoslim-hw search` "
+                        "or a channel config JSON")
+    try:
+        return json.loads(read_text(path, "config"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"config {path} is not valid JSON ({exc.msg} at line {exc.lineno}); pass a search result "
+                        "or a channel config JSON") from None
+
+
+def is_search_result(data) -> bool:
+    return isinstance(data, dict) and data.get("format") == SEARCH_FORMAT
+
+
 def resolve_export_config(supernet: Supernet, saved_config: ChannelConfig | None,
                           config_source: str | os.PathLike | None, target: int | None,
-                          checkpoint: str | os.PathLike = "the checkpoint"):
+                          checkpoint: str | os.PathLike = "the checkpoint", data=None):
     """(config, target index, target entry, search result) from --config / --target.
 
     `config_source` is a search result JSON (`--target` picks the target), a channel config
-    JSON (`ChannelConfig.to_json`, or a search target entry), or None for a retrained subnet."""
+    JSON (`ChannelConfig.to_json`, or a search target entry), or None for a retrained subnet;
+    `data`, its JSON when the caller has read it already (`read_config_source`)."""
     if config_source is None:
         if saved_config is None:
             hint = Path(checkpoint).parent / "search.json"
@@ -96,16 +115,10 @@ def resolve_export_config(supernet: Supernet, saved_config: ChannelConfig | None
             raise UserError("--target picks a target of a search result; pass that result with --config")
         return saved_config, None, None, None
     path = Path(config_source)
-    if not path.is_file():
-        raise UserError(f"config {path} does not exist; pass a search result from `autoslim-hw search` "
-                        "or a channel config JSON")
-    try:
-        data = json.loads(read_text(path, "config"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"config {path} is not valid JSON ({exc.msg} at line {exc.lineno}); pass a search result "
-                        "or a channel config JSON") from None
-    if isinstance(data, dict) and data.get("format") == SEARCH_FORMAT:
-        result = load_result(path)
+    if data is None:
+        data = read_config_source(path)
+    if is_search_result(data):
+        result = load_result(path, data)
         model = result.get("model")
         if model is not None and _jsonable(model) != _jsonable(supernet.spec.to_dict()):
             raise UserError(f"{path} was searched on another model ({model.get('arch')} at "
