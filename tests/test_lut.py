@@ -71,6 +71,24 @@ def test_predict_charges_the_weights_beyond_a_knee():
     assert table.predict(net, large).latency_ms > 0.5 * len(config_signatures(net, large)) + 0.01  # charged
 
 
+def test_predict_applies_per_op_corrections_in_graph_order(tmp_path):
+    from autoslim_hw.lookup_tables.table import LatencyTable, model_key
+
+    net = tiny_supernet()
+    table = _synthetic_table(net, lambda s: s.cout * 0.001)
+    cfg = net.space.largest()
+    sigs = config_signatures(net, cfg)
+    delta = [0.0] * len(sigs)
+    delta[1] = 2.0  # the second op of the graph costs 3x its entry in the network, the rest 1x
+    table.calibrations[model_key(net)] = {"slope": 1.0, "intercept": 0.0, "r2": 1.0, "samples": 48,
+                                          "coef": {"conv": 1.0, "dwconv": 1.0, "other": 1.0}, "coef_intercept": 0.0,
+                                          "op_delta": delta}
+    want = sum(s.cout * 0.001 for s in sigs) + 2.0 * sigs[1].cout * 0.001
+    assert table.predict(net, cfg, memory=False).latency_ms == pytest.approx(want)
+    table.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json").predict(net, cfg, memory=False).latency_ms == pytest.approx(want)
+
+
 def test_missing_signature_is_interpolated_and_flagged():
     net = tiny_supernet()
     table = _synthetic_table(net, lambda s: 0.1 + 0.001 * s.cin * s.cout)
@@ -380,6 +398,53 @@ def test_calibration_finds_the_knee_where_weights_start_to_cost():
     assert "knee_mb" not in fit_calibration(nets, [m * (1 + rng.gauss(0, 0.005)) for m in linear])
 
 
+def _per_op_networks(n: int, seed: int):
+    """n networks of 12 ops, each op's table latency drawn at random (0.002-0.012 ms)."""
+    import random
+
+    rng = random.Random(seed)
+    nets = []
+    for _ in range(n):
+        ops = [rng.uniform(0.002, 0.012) for _ in range(12)]
+        nets.append({"conv": sum(ops[:8]), "dwconv": sum(ops[8:11]), "other": ops[11], "weights_mb": 0.5, "ops": ops})
+    return nets, rng
+
+
+def test_per_op_corrections_are_fit_when_ops_cost_their_own_amount_in_the_network():
+    """Networks whose ops cost 0.7x their table latency, except op 2 (2.5x) and op 9 (0.1x): one
+    slope cannot say that, the per-op fit can, and it predicts new networks to within their noise."""
+    from autoslim_hw.lookup_tables.calibration import apply_calibration, fit_calibration
+
+    factors = [0.7] * 12
+    factors[2], factors[9] = 2.5, 0.1
+
+    def truth(f):
+        return sum(a * ms for a, ms in zip(factors, f["ops"])) + 0.02
+
+    nets, rng = _per_op_networks(48, 0)
+    cal = fit_calibration(nets, [truth(f) * (1 + rng.gauss(0, 0.003)) for f in nets])
+    assert cal["fit"].endswith("+ per-op corrections") and len(cal["op_delta"]) == 12
+    fresh, _ = _per_op_networks(20, 1)
+    err = [abs(apply_calibration(cal, f) - truth(f)) / truth(f) for f in fresh]
+    assert max(err) < 0.02
+    one_slope = [abs(cal["slope"] * (f["conv"] + f["dwconv"] + f["other"]) + cal["intercept"] - truth(f)) / truth(f)
+                 for f in fresh]
+    assert sum(one_slope) / 20 > 3 * sum(err) / 20  # what the corrections buy
+    with pytest.raises(ValueError, match="12 ops"):
+        apply_calibration(cal, {k: v for k, v in fresh[0].items() if k != "ops"})
+
+
+def test_per_op_corrections_are_left_out_when_one_slope_explains_the_networks():
+    from autoslim_hw.lookup_tables.calibration import fit_calibration
+
+    nets, rng = _per_op_networks(48, 2)
+    measured = [(0.7 * sum(f["ops"]) + 0.02) * (1 + rng.gauss(0, 0.01)) for f in nets]
+    cal = fit_calibration(nets, measured)
+    assert "op_delta" not in cal and "per_op_loo_mape" in cal  # tried, and it did not pay
+    few = fit_calibration(nets[:24], measured[:24])
+    assert "op_delta" not in few and "per_op_loo_mape" not in few  # too few networks to try
+
+
 class _Recorder:
     """A backend stand-in that records which model each run was of (the interleaving is the test)."""
 
@@ -610,3 +675,49 @@ def test_profile_suggests_more_calibration_networks_only_when_the_fit_is_loose()
     assert calibration_hint(table(2.0, 24), net, "t.json.gz") is None  # a tight fit
     assert calibration_hint(table(5.6, 48), net, "t.json.gz") is None  # as many networks as suggested already
     assert calibration_hint(SimpleNamespace(calibrations={}), net, "t.json.gz") is None  # not calibrated
+
+
+def test_lut_refit_lays_the_current_fit_on_the_networks_a_table_kept(tmp_path):
+    """A table whose 48 calibration networks cost 2x the table's latency of every third op and 0.3x
+    of the others, kept with the fit of an older version: `lut refit` finds the per-op fit on the
+    stored latencies without timing anything, and predicts fresh networks by the formula; the
+    source file is left as it was."""
+    import random
+
+    from autoslim_hw.lookup_tables.calibration import fit_calibration
+    from autoslim_hw.lookup_tables.table import model_key
+    from autoslim_hw.models import create_model
+
+    net = create_model("mobilenet_v2_cifar", width_mult=0.35, input_size=8, num_classes=10, in_chans=1)
+    table = _synthetic_table(net, lambda s: 0.002 + 2e-5 * (s.cin + s.cout))
+    table.metadata["models"] = [{"key": model_key(net), "spec": net.spec.to_dict()}]
+    factors = [2.0 if i % 3 == 0 else 0.3 for i in range(len(deployed_ops(net)))]
+
+    def truth(cfg):
+        sigs = config_signatures(net, cfg)
+        return sum(f * table.entries[s.key]["ms"] for f, s in zip(factors, sigs)) + 0.01
+
+    rng = random.Random(0)
+    configs = [net.space.sample(rng) for _ in range(48)]
+    measured = [truth(c) * (1 + rng.gauss(0, 0.002)) for c in configs]
+    old = fit_calibration([{k: v for k, v in table.features(net, c).items() if k != "ops"} for c in configs], measured)
+    assert "op_delta" not in old
+    table.calibrations[model_key(net)] = {**old, "networks": [{"config": dict(c), "measured_ms": m}
+                                                              for c, m in zip(configs, measured)]}
+    table.metadata["validation"] = {"mape": 9.0}
+    src, dst = tmp_path / "old.json", tmp_path / "new.json"
+    table.save(src)
+    before = src.read_bytes()
+    r = run_cli("lut", "refit", src, "--out", dst)
+    assert r.returncode == 0, r.stderr
+    assert "per-op corrections" in r.stdout and src.read_bytes() == before
+    new = LatencyTable.load(dst)
+    assert "validation" not in new.metadata and new.metadata["calibration_refit"]["date"]
+    fresh = [net.space.sample(rng) for _ in range(10)]
+    err_new = [abs(new.predict(net, c, memory=False).latency_ms / truth(c) - 1) for c in fresh]
+    err_old = [abs(LatencyTable.load(src).predict(net, c, memory=False).latency_ms / truth(c) - 1) for c in fresh]
+    assert max(err_new) < 0.02 and sum(err_old) > 3 * sum(err_new)
+
+    del table.calibrations[model_key(net)]["networks"]
+    table.save(src)
+    assert_user_error(run_cli("lut", "refit", src, "--out", dst), "keeps no calibration networks", "--recalibrate")

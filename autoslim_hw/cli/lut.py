@@ -94,7 +94,7 @@ def calibration_hint(table, supernet, out) -> str | None:
     if loo is None or not n or loo <= CALIBRATION_LOO_HINT or n >= CALIBRATION_HINT_BELOW:
         return None
     return (f"the calibration predicts networks left out of its fit to {loo:.1f}% ({n} networks); more networks "
-            f"usually steady it: add `--resume --recalibrate --calibration {CALIBRATION_HINT_BELOW}` to the same command "
+            f"usually steady it, and from 40 on the fit may correct each op: add `--resume --recalibrate --calibration {CALIBRATION_HINT_BELOW}` to the same command "
             f"(then `autoslim-hw lut validate {out}`)")
 
 
@@ -118,6 +118,10 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file, or a shippe
                   + STATISTIC_TEXT[t.statistic])
     if t.outdated():
         say(f"OUTDATED: {t.outdated()}")
+    if md.get("calibration_refit"):
+        r = md["calibration_refit"]
+        say(f"calibration refit on {r.get('date', '?')} by autoslim-hw {r.get('tool_version', '?')} "
+            "(`lut refit`: the build's calibration networks, fit again)")
     if md.get("validation"):
         say(f"validation: {validation_text(md['validation'])}")
     for key, cal in t.calibrations.items():
@@ -134,8 +138,41 @@ def lut_info(lut: Annotated[Path, typer.Argument(help="A table file, or a shippe
                    if "coef_loo_mape" in cal and "loo_mape" in cal else "")
             knee = (f", where weights_over_knee_mb = max(0, weights_mb - {cal['knee_mb']:.2f})"
                     if "knee_mb" in cal else "")
+            if "op_delta" in cal:
+                d = cal["op_delta"]
+                terms += (f" + a correction per op (its latency x a weight of its own, {len(d)} ops, "
+                          f"{min(d):+.2f} to {max(d):+.2f})")
             console.print(f"  {cal.get('fit', 'per op group')} fit: measured = {terms} + {cal['coef_intercept']:.3f} ms"
                           f"{knee} (r2 {cal['coef_r2']:.3f}{loo}); predictions use this fit")
+
+
+@lut_app.command("refit")
+def lut_refit(
+    lut: Annotated[Path, typer.Argument(help="A table file, or a shipped table's name (lut list).")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="Where to write the refit table (default: in place; for a table shipped in the package, a copy "
+             "in the current folder).")] = None,
+):
+    """Fit a table's calibration again, by this version's method, on the networks it kept.
+
+    A table keeps its calibration networks and their latencies as measured at the build, so a
+    newer fit (per-op corrections, a knee) can be laid on them without timing anything, on any
+    machine. Prints the old and the new fit with their leave-one-out errors; validate the result
+    on the table's machine with `autoslim-hw lut validate TABLE --repeat --record`.
+
+    Example: autoslim-hw lut refit luts/mobilenet_v2-224-cpu-1core-onnxruntime.json.gz
+    """
+    from ..workflows.profile import refit_lut
+
+    path, done = refit_lut(lut, out)
+    for key, old, new in done:
+        def describe(fit):
+            loo = fit.get("coef_loo_mape", fit.get("loo_mape"))
+            return f"{fit.get('fit', 'one slope')}" + (f" (leave-one-out MAPE {loo:.2f}%)" if loo is not None else "")
+
+        console.print(f"{key}: {describe(old)} -> {describe(new)}, {len(new['networks'])} networks")
+    console.print(f"wrote {path}; its recorded validation, if any, was of the old fit and is dropped: "
+                  f"`autoslim-hw lut validate {path} --repeat --record` on the table's machine")
 
 
 @lut_app.command("list")

@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import UserError
+from ..nn.config import ChannelConfig
 from ..nn.supernet import Supernet
 from ..profilers import Backend, MeasureSettings, pinned_to_core
 from ..profilers.latency import HOST_STATISTIC
@@ -270,4 +271,22 @@ def calibrate(table: LatencyTable, supernet: Supernet, backend: Backend, device:
 
 
 
-__all__ = ["build_table", "calibrate", "new_table", "table_for", "single_op_model"]
+def refit(table: LatencyTable, supernet: Supernet) -> tuple[dict | None, dict]:
+    """Fit `supernet`'s calibration again, by the current method, on the calibration networks the
+    table kept and their latencies as measured at the build (nothing is timed): (the old fit,
+    the new one), the new one in the table. Raises CalibrationSkipped when no usable fit, and
+    UserError when the table kept no networks for this model."""
+    key = model_key(supernet)
+    old = table.calibrations.get(key)
+    nets = (old or {}).get("networks") or []
+    if not nets:
+        raise UserError(f"the table keeps no calibration networks of {key}: measure them with "
+                        "`autoslim-hw profile ... --resume --recalibrate`")
+    configs = [ChannelConfig(n["config"]) for n in nets]
+    fit = fit_calibration([table.features(supernet, c) for c in configs], [n["measured_ms"] for n in nets])
+    fit.update({k: old[k] for k in ("settings",) if k in old}, networks=nets)
+    table.calibrations[key] = fit
+    return old, fit
+
+
+__all__ = ["build_table", "calibrate", "new_table", "refit", "table_for", "single_op_model"]

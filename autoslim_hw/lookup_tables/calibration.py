@@ -3,8 +3,8 @@
 A network runs differently from its layers timed alone (graph overhead, memory traffic
 between layers, weights streamed from beyond the cache), so measured network latency is fit
 against features of the network: the per-layer sums by op group and the deployed weights.
-`fit_calibration` chooses among a few fits by leave-one-out error; `apply_calibration` applies
-the chosen one. The fit is stored in the table (`LatencyTable.calibrations`).
+`fit_calibration` chooses among a few fits by leave-one-out error, and with enough networks
+tries per-op corrections on top; `apply_calibration` applies the chosen one. The fit is stored in the table (`LatencyTable.calibrations`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,14 @@ def apply_calibration(cal: dict, features: dict[str, float]) -> float:
     if "knee_mb" in cal:
         features = {**features, OVER_KNEE: max(0.0, features.get("weights_mb", 0.0) - cal["knee_mb"])}
     if "coef" in cal:
-        return sum(c * features.get(term, 0.0) for term, c in cal["coef"].items()) + cal["coef_intercept"]
+        out = sum(c * features.get(term, 0.0) for term, c in cal["coef"].items()) + cal["coef_intercept"]
+        if "op_delta" in cal:
+            ops = features.get("ops")
+            if ops is None or len(ops) != len(cal["op_delta"]):
+                raise ValueError(f"this calibration weighs {len(cal['op_delta'])} ops one by one; the network "
+                                 f"has {'no per-op latencies' if ops is None else len(ops)}")
+            out += sum(d * ms for d, ms in zip(cal["op_delta"], ops))
+        return out
     return cal["slope"] * sum(features.get(g, 0.0) for g in OP_GROUPS) + cal["intercept"]
 
 
@@ -109,7 +116,86 @@ def fit_calibration(features: list[dict[str, float]], measured: list[float]) -> 
         out.update(fit=name, coef={t: float(c) for group, c in zip(terms, coef) for t in group},
                    coef_intercept=float(coef[-1]), coef_loo_mape=loo,
                    coef_r2=float(1 - (resid ** 2).sum() / ((y - y.mean()) ** 2).sum()))
+    if len(measured) >= PER_OP_MIN_NETWORKS and "ops" in features[0]:
+        _add_per_op(out, best, features, totals, y)
     return out
+
+
+# Per-op corrections: with this many calibration networks or more, the chosen fit is tried again
+# with one more weight per op of the network (its position in the graph), each pulled toward 0 by
+# a ridge penalty. An op timed alone in a loop is off from what it costs inside the network by
+# its own amount (how its layout meets its neighbours', which adds ORT fuses into it, what its
+# input left in the cache); the shared slope averages those over the whole network, and for
+# small networks of a few microseconds per op they do not average out (benchmarks/NOTES.md,
+# "Session of 2026-12-07: per-op corrections"). Adopted only when its nested leave-one-out error (the
+# penalty chosen without the network left out) beats the chosen fit's by PER_OP_GAIN.
+PER_OP_MIN_NETWORKS = 40
+PER_OP_GAIN = 0.9
+# the ridge penalty, x the typical energy of an op's column (networks x mean square op latency)
+PER_OP_PENALTIES = tuple(10.0 ** (k / 2) for k in range(-4, 5))
+
+
+def _ridge_loo(x, y, pen):
+    """Exact leave-one-out residuals of the ridge fit (x'x + diag(pen)) c = x'y, and c."""
+    import numpy as np
+
+    a = np.linalg.pinv(x.T @ x + np.diag(pen))
+    coef = a @ x.T @ y
+    hat = np.einsum("ij,jk,ik->i", x, a, x)
+    if hat.max() > 1 - 1e-9:
+        return None, coef
+    return (y - x @ coef) / (1 - hat), coef
+
+
+def _best_penalty(x, y, pen_unit):
+    """(leave-one-out MAPE, penalty scale, coef) of the best penalty on the grid."""
+    import numpy as np
+
+    best = None
+    for lam in PER_OP_PENALTIES:
+        resid, coef = _ridge_loo(x, y, lam * pen_unit)
+        if resid is None:
+            continue
+        loo = float(np.mean(np.abs(resid) / y) * 100)
+        if best is None or loo < best[0]:
+            best = (loo, lam, coef)
+    return best
+
+
+def _add_per_op(out: dict, best, features: list[dict], totals: list[float], y) -> None:
+    """Extend `out` (fit_calibration's result) with per-op corrections when they pay."""
+    import numpy as np
+
+    ops = np.array([f["ops"] for f in features], dtype=float)
+    if ops.ndim != 2 or ops.shape[1] == 0:
+        return
+    if best is not None:
+        _, base_loo, name, terms, _, base = best
+    else:
+        base_loo, name, terms = out["loo_mape"], "one slope", [OP_GROUPS]
+        base = np.array([[t, 1.0] for t in totals])
+    x = np.hstack([base[:, :-1], ops, base[:, -1:]])
+    k = base.shape[1] - 1
+    pen_unit = np.r_[np.zeros(k), np.full(ops.shape[1], float(np.mean(ops ** 2)) * len(y)), 0.0]
+    chosen = _best_penalty(x, y, pen_unit)
+    if chosen is None:
+        return
+    errors = []  # nested: each network predicted by the penalty chosen without it
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        inner = _best_penalty(x[keep], y[keep], pen_unit)
+        if inner is None:
+            return
+        errors.append(abs(x[i] @ inner[2] - y[i]) / y[i])
+    loo = float(np.mean(errors) * 100)
+    if loo >= PER_OP_GAIN * base_loo:
+        out["per_op_loo_mape"] = loo  # tried, not adopted
+        return
+    _, lam, coef = chosen
+    resid = y - x @ coef
+    out.update(fit=f"{name} + per-op corrections", coef={t: float(c) for group, c in zip(terms, coef[:k]) for t in group},
+               coef_intercept=float(coef[-1]), op_delta=[float(c) for c in coef[k:-1]], op_penalty=lam,
+               coef_loo_mape=loo, coef_r2=float(1 - (resid ** 2).sum() / ((y - y.mean()) ** 2).sum()))
 
 
 # A network whose weights fit in the core's cache re-reads them from there on every run; beyond

@@ -173,18 +173,29 @@ class LatencyTable:
         """Summed per-layer latency by op group (conv, dwconv, other), and the interpolated keys."""
         return self.sums_of(config_signatures(supernet, config, self._ops(supernet)))
 
-    def sums_of(self, signatures: list[Signature]) -> tuple[dict[str, float], list[str]]:
-        """Summed latency of `signatures` by op group, and the keys interpolated (not measured)."""
-        sums, estimated = {g: 0.0 for g in OP_GROUPS}, []
+    def op_latencies(self, signatures: list[Signature]) -> tuple[list[float], list[str]]:
+        """The latency of each of `signatures`, in order, and the keys interpolated (not measured)."""
+        out, estimated = [], []
         for sig in signatures:
             entry = self.entries.get(sig.key)
             if entry is not None:
-                ms = entry["ms"]
+                out.append(entry["ms"])
             else:
-                ms = self.interpolate(sig)
+                out.append(self.interpolate(sig))
                 estimated.append(sig.key)
+        return out, estimated
+
+    @staticmethod
+    def group_sums(signatures: list[Signature], latencies: list[float]) -> dict[str, float]:
+        sums = {g: 0.0 for g in OP_GROUPS}
+        for sig, ms in zip(signatures, latencies):
             sums[op_group(sig.op)] += ms
-        return sums, estimated
+        return sums
+
+    def sums_of(self, signatures: list[Signature]) -> tuple[dict[str, float], list[str]]:
+        """Summed latency of `signatures` by op group, and the keys interpolated (not measured)."""
+        latencies, estimated = self.op_latencies(signatures)
+        return self.group_sums(signatures, latencies), estimated
 
     def layer_sum(self, supernet: Supernet, config: ChannelConfig) -> tuple[float, list[str]]:
         sums, estimated = self.layer_sums(supernet, config)
@@ -193,7 +204,9 @@ class LatencyTable:
     def predict(self, supernet: Supernet, config: ChannelConfig, memory: bool = True) -> Prediction:
         """Latency and (unless memory=False, which callers that count memory themselves pass)
         deployed memory of `config`."""
-        sums, estimated = self.layer_sums(supernet, config)
+        sigs = config_signatures(supernet, config, self._ops(supernet))
+        latencies, estimated = self.op_latencies(sigs)
+        sums = self.group_sums(sigs, latencies)
         raw = sum(sums.values())
         cal = self.calibrations.get(model_key(supernet))
         uses_weights = cal is not None and ("weights_mb" in cal.get("coef", {}) or "knee_mb" in cal)
@@ -207,11 +220,16 @@ class LatencyTable:
             return Prediction(raw, raw, estimated, False, memory_bytes)
         if uses_weights:
             sums = {**sums, "weights_mb": weights_mb(supernet, config, mem)}
+        if "op_delta" in cal:
+            sums = {**sums, "ops": latencies}
         return Prediction(apply_calibration(cal, sums), raw, estimated, True, memory_bytes)
 
-    def features(self, supernet: Supernet, config: ChannelConfig) -> dict[str, float]:
-        """What a calibration may weigh: the layer sums by op group, and the deployed weights (MB)."""
-        return {**self.layer_sums(supernet, config)[0], "weights_mb": weights_mb(supernet, config)}
+    def features(self, supernet: Supernet, config: ChannelConfig) -> dict:
+        """What a calibration may weigh: the layer sums by op group, the deployed weights (MB),
+        and each op's latency in the graph's order ("ops")."""
+        sigs = config_signatures(supernet, config, self._ops(supernet))
+        latencies, _ = self.op_latencies(sigs)
+        return {**self.group_sums(sigs, latencies), "weights_mb": weights_mb(supernet, config), "ops": latencies}
 
     def interpolate(self, sig: Signature) -> float:
         """Estimate an unmeasured signature from measured ones of the same op, size, kernel,

@@ -96,3 +96,46 @@ def validate_lut(lut: Path, model: str | None = None, checkpoint: Path | None = 
             "date": time.strftime("%Y-%m-%d"), "cpu_id": cpu_id(), "cpu_model": cpu_model(), "model": model_key(supernet)}
         table.save(lut)
     return {**result, "plot": str(plot)}
+
+
+def refit_lut(lut: Path, out: Path | None = None) -> tuple[Path, list[tuple[str, dict, dict]]]:
+    """Fit a host table's calibration again by the current method, on the calibration networks it
+    kept and their latencies as measured at its build: nothing is timed, so it runs anywhere.
+    Writes the table to `out` (default: in place; for a table shipped in the package, a copy in
+    the current folder). A recorded validation is dropped: it measured the old fit. Returns the
+    file and, per model, (key, old fit, new fit)."""
+    import time
+
+    from .. import __version__
+    from ..lookup_tables.build import refit
+    from ..lookup_tables.calibration import CalibrationSkipped
+    from ..models import build_from_spec
+    from ..nn.supernet import ModelSpec
+
+    lut = table_path(lut)
+    table = LatencyTable.load(lut)
+    if table.metadata.get("device", {}).get("kind", "host") != "host":
+        raise UserError(f"{lut} was calibrated from a phone's measurements, which it does not keep network by "
+                        "network; import the results again with `autoslim-hw lut import` to fit it anew")
+    if out is None:
+        out = Path(lut.name) if lut.resolve().parent == SHIPPED.resolve() else lut
+    check_output(out, "file")
+    specs = [m["spec"] for m in table.metadata.get("models", []) if m.get("spec")]
+    done = []
+    for spec in specs:
+        supernet = build_from_spec(ModelSpec.from_dict(spec))
+        key = model_key(supernet)
+        if not (table.calibrations.get(key) or {}).get("networks"):
+            continue
+        try:
+            old, new = refit(table, supernet)
+        except CalibrationSkipped as exc:
+            raise UserError(f"{lut}: the calibration networks of {key} give no usable fit ({exc})") from None
+        done.append((key, old, new))
+    if not done:
+        raise UserError(f"{lut} keeps no calibration networks to fit again; measure them with `autoslim-hw profile "
+                        "... --resume --recalibrate`")
+    table.metadata.pop("validation", None)
+    table.metadata["calibration_refit"] = {"date": time.strftime("%Y-%m-%d"), "tool_version": __version__}
+    table.save(out)
+    return out, done
