@@ -718,6 +718,9 @@ def test_lut_refit_lays_the_current_fit_on_the_networks_a_table_kept(tmp_path):
     err_old = [abs(LatencyTable.load(src).predict(net, c, memory=False).latency_ms / truth(c) - 1) for c in fresh]
     assert max(err_new) < 0.02 and sum(err_old) > 3 * sum(err_new)
 
+    r = run_cli("lut", "refit", dst)  # fitting the refit table again changes nothing
+    assert r.returncode == 0 and "nothing written" in r.stdout, r.stderr
+
     del table.calibrations[model_key(net)]["networks"]
     table.save(src)
     assert_user_error(run_cli("lut", "refit", src, "--out", dst), "keeps no calibration networks", "--recalibrate")

@@ -171,6 +171,10 @@ def lut_refit(
             return f"{fit.get('fit', 'one slope')}" + (f" (leave-one-out MAPE {loo:.2f}%)" if loo is not None else "")
 
         console.print(f"{key}: {describe(old)} -> {describe(new)}, {len(new['networks'])} networks")
+    if path is None:
+        console.print(f"{lut}: this version's fit of its calibration networks predicts as the table does; "
+                      "nothing written")
+        return
     console.print(f"wrote {path}; its recorded validation, if any, was of the old fit and is dropped: "
                   f"`autoslim-hw lut validate {path} --repeat --record` on the table's machine")
 

@@ -98,12 +98,13 @@ def validate_lut(lut: Path, model: str | None = None, checkpoint: Path | None = 
     return {**result, "plot": str(plot)}
 
 
-def refit_lut(lut: Path, out: Path | None = None) -> tuple[Path, list[tuple[str, dict, dict]]]:
+def refit_lut(lut: Path, out: Path | None = None) -> tuple[Path | None, list[tuple[str, dict, dict]]]:
     """Fit a host table's calibration again by the current method, on the calibration networks it
     kept and their latencies as measured at its build: nothing is timed, so it runs anywhere.
     Writes the table to `out` (default: in place; for a table shipped in the package, a copy in
     the current folder). A recorded validation is dropped: it measured the old fit. Returns the
-    file and, per model, (key, old fit, new fit)."""
+    file (None when the new fit equals the table's: nothing written) and, per model, (key, old
+    fit, new fit)."""
     import time
 
     from .. import __version__
@@ -135,6 +136,12 @@ def refit_lut(lut: Path, out: Path | None = None) -> tuple[Path, list[tuple[str,
     if not done:
         raise UserError(f"{lut} keeps no calibration networks to fit again; measure them with `autoslim-hw profile "
                         "... --resume --recalibrate`")
+
+    def fit_of(cal):  # what predictions read (apply_calibration)
+        return {k: cal.get(k) for k in ("slope", "intercept", "coef", "coef_intercept", "knee_mb", "op_delta")}
+
+    if all(fit_of(old) == fit_of(new) for _, old, new in done):
+        return None, done  # this version predicts from them as the table does: nothing to write
     table.metadata.pop("validation", None)
     table.metadata["calibration_refit"] = {"date": time.strftime("%Y-%m-%d"), "tool_version": __version__}
     table.save(out)
