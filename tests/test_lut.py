@@ -223,10 +223,12 @@ def test_recalibrate_measures_the_networks_again_and_validation_times_networks_a
                "networks": [{"config": dict(net.space.smallest()), "measured_ms": 123.0}]}
     table.calibrations[model_key(net)] = planted
     assert network_timing(table, net) == MeasureSettings(4, 6, 9)
+    table.metadata["validation"] = {"mape": 1.0, "samples": 100}
     table.save(out)
     kept = build_table(net, backend, device, out, resume=True, settings=settings, calibration_samples=4,
                        progress=False)
     assert kept.calibrations[model_key(net)] == planted  # resuming keeps a calibration
+    assert kept.metadata["validation"] == {"mape": 1.0, "samples": 100}  # and, measuring nothing, its validation
     again = build_table(net, backend, device, out, resume=True, settings=settings, calibration_samples=4,
                         progress=False, recalibrate=True)
     cal = again.calibrations.get(model_key(net))
@@ -237,6 +239,7 @@ def test_recalibrate_measures_the_networks_again_and_validation_times_networks_a
         assert all(0 < n["measured_ms"] < 123.0 for n in cal["networks"])
         assert network_timing(again, net).rounds == cal["settings"]["rounds"] >= settings.rounds
     assert LatencyTable.load(out).calibrations.get(model_key(net)) == cal  # and it was written
+    assert "validation" not in LatencyTable.load(out).metadata  # the old fit's validation is gone with it
 
 
 def test_cli_lut_errors(tmp_path):

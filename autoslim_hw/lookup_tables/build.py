@@ -236,6 +236,9 @@ def build_table(supernet: Supernet, backend: Backend, device: DeviceSpec, out: P
             bar.update(task, advance=1, op=sig.key)
             if (i + 1) % save_every == 0:
                 table.save(out)
+        if todo or recalibrate:  # new measurements: a recorded validation was of the table before them
+            table.metadata.pop("validation", None)
+            table.metadata.pop("calibration_refit", None)
         table.order_entries([s.key for s in signatures])
         table.save(out)
         if recalibrate:
