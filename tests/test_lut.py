@@ -721,9 +721,12 @@ def test_lut_refit_lays_the_current_fit_on_the_networks_a_table_kept(tmp_path):
     err_old = [abs(LatencyTable.load(src).predict(net, c, memory=False).latency_ms / truth(c) - 1) for c in fresh]
     assert max(err_new) < 0.02 and sum(err_old) > 3 * sum(err_new)
 
-    r = run_cli("lut", "refit", dst)  # fitting the refit table again changes nothing
-    assert r.returncode == 0 and "nothing written" in r.stdout, r.stderr
+    from autoslim_hw.workflows.profile import refit_lut
+
+    written, done = refit_lut(dst)  # fitting the refit table again changes nothing: nothing is written
+    assert written is None and done[0][1]["op_delta"] == done[0][2]["op_delta"]
 
     del table.calibrations[model_key(net)]["networks"]
     table.save(src)
-    assert_user_error(run_cli("lut", "refit", src, "--out", dst), "keeps no calibration networks", "--recalibrate")
+    with pytest.raises(UserError, match="keeps no calibration networks.*--recalibrate"):
+        refit_lut(src, dst)
