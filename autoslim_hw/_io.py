@@ -95,7 +95,6 @@ def read_tagged(path: str | os.PathLike, fmt: str, what: str, missing_hint: str,
                 version_key: str = "version", gz: bool = False) -> dict:
     """A format-tagged JSON file: a dict whose "format" is `fmt` and, when `versions` is given,
     whose `version_key` is one of them. Anything else is one UserError line."""
-
     return check_tagged(read_json(path, what, missing_hint, gz=gz), path, fmt, what, missing_hint, versions,
                         version_key)
 

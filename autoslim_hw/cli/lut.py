@@ -93,8 +93,11 @@ def calibration_hint(table, supernet, out) -> str | None:
     n = cal.get("samples") if isinstance(cal.get("samples"), int) else len(cal.get("networks") or [])
     if loo is None or not n or loo <= CALIBRATION_LOO_HINT or n >= CALIBRATION_HINT_BELOW:
         return None
+    from ..lookup_tables.calibration import PER_OP_MIN_NETWORKS
+
     return (f"the calibration predicts networks left out of its fit to {loo:.1f}% ({n} networks); more networks "
-            f"usually steady it, and from 40 on the fit may correct each op: add `--resume --recalibrate --calibration {CALIBRATION_HINT_BELOW}` to the same command "
+            f"usually steady it, and from {PER_OP_MIN_NETWORKS} on the fit may correct each op: add "
+            f"`--resume --recalibrate --calibration {CALIBRATION_HINT_BELOW}` to the same command "
             f"(then `autoslim-hw lut validate {out}`)")
 
 

@@ -4,7 +4,8 @@ A network runs differently from its layers timed alone (graph overhead, memory t
 between layers, weights streamed from beyond the cache), so measured network latency is fit
 against features of the network: the per-layer sums by op group and the deployed weights.
 `fit_calibration` chooses among a few fits by leave-one-out error, and with enough networks
-tries per-op corrections on top; `apply_calibration` applies the chosen one. The fit is stored in the table (`LatencyTable.calibrations`).
+tries per-op corrections on top; `apply_calibration` applies the chosen one. The fit is stored
+in the table (`LatencyTable.calibrations`).
 """
 from __future__ import annotations
 

@@ -171,7 +171,14 @@ class LatencyTable:
 
     def layer_sums(self, supernet: Supernet, config: ChannelConfig) -> tuple[dict[str, float], list[str]]:
         """Summed per-layer latency by op group (conv, dwconv, other), and the interpolated keys."""
-        return self.sums_of(config_signatures(supernet, config, self._ops(supernet)))
+        sums, _, estimated = self._layer_terms(supernet, config)
+        return sums, estimated
+
+    def _layer_terms(self, supernet: Supernet, config: ChannelConfig) -> tuple[dict[str, float], list[float], list[str]]:
+        """The config's layer sums by op group, each op's latency in graph order, and the interpolated keys."""
+        sigs = config_signatures(supernet, config, self._ops(supernet))
+        latencies, estimated = self.op_latencies(sigs)
+        return self.group_sums(sigs, latencies), latencies, estimated
 
     def op_latencies(self, signatures: list[Signature]) -> tuple[list[float], list[str]]:
         """The latency of each of `signatures`, in order, and the keys interpolated (not measured)."""
@@ -204,9 +211,7 @@ class LatencyTable:
     def predict(self, supernet: Supernet, config: ChannelConfig, memory: bool = True) -> Prediction:
         """Latency and (unless memory=False, which callers that count memory themselves pass)
         deployed memory of `config`."""
-        sigs = config_signatures(supernet, config, self._ops(supernet))
-        latencies, estimated = self.op_latencies(sigs)
-        sums = self.group_sums(sigs, latencies)
+        sums, latencies, estimated = self._layer_terms(supernet, config)
         raw = sum(sums.values())
         cal = self.calibrations.get(model_key(supernet))
         uses_weights = cal is not None and ("weights_mb" in cal.get("coef", {}) or "knee_mb" in cal)
@@ -227,9 +232,8 @@ class LatencyTable:
     def features(self, supernet: Supernet, config: ChannelConfig) -> dict:
         """What a calibration may weigh: the layer sums by op group, the deployed weights (MB),
         and each op's latency in the graph's order ("ops")."""
-        sigs = config_signatures(supernet, config, self._ops(supernet))
-        latencies, _ = self.op_latencies(sigs)
-        return {**self.group_sums(sigs, latencies), "weights_mb": weights_mb(supernet, config), "ops": latencies}
+        sums, latencies, _ = self._layer_terms(supernet, config)
+        return {**sums, "weights_mb": weights_mb(supernet, config), "ops": latencies}
 
     def interpolate(self, sig: Signature) -> float:
         """Estimate an unmeasured signature from measured ones of the same op, size, kernel,
